@@ -1,0 +1,225 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imgcache/imgcache/cas"
+	"github.com/imgcache/imgcache/dockerbridge"
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/manifest"
+	"github.com/imgcache/imgcache/naming"
+)
+
+// Options configure a Cache. The zero value is usable.
+type Options struct {
+	// LockTimeout bounds every wait for a lock (the manifest's, or a blob's
+	// while another process loads it). Default 15 minutes.
+	LockTimeout time.Duration
+	// Level is the zstd level for new blobs (1–22). Default 1.
+	Level int
+	// HoldBackLimit is the most memory a verified load may use to hold back
+	// the archive's tail; larger tails are verified in a first pass. Default 64 MiB.
+	HoldBackLimit int64
+	// Docker connects to the daemon; default dockerbridge.Connect.
+	Docker func(context.Context) (*dockerbridge.Bridge, error)
+	// Log receives progress and warnings; default discards.
+	Log *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Progress wraps long streams (ingest, load, export) for progress display; may be nil.
+	Progress func(label string, total int64, r io.Reader) io.Reader
+}
+
+// Cache is one cache directory.
+type Cache struct {
+	dir    string
+	blobs  *cas.Store
+	man    *manifest.Store
+	opt    Options
+	bridge *dockerbridge.Bridge
+}
+
+// Open opens (creating if needed) the cache directory dir.
+func Open(dir string, opt Options) (*Cache, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: no cache directory given", errdefs.ErrInvalid)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cache directory %s: %w", dir, err)
+	}
+	if opt.LockTimeout <= 0 {
+		opt.LockTimeout = 15 * time.Minute
+	}
+	if opt.Level == 0 {
+		opt.Level = 1
+	}
+	if opt.HoldBackLimit <= 0 {
+		opt.HoldBackLimit = 64 << 20
+	}
+	if opt.Docker == nil {
+		opt.Docker = dockerbridge.Connect
+	}
+	if opt.Log == nil {
+		opt.Log = slog.New(slog.DiscardHandler)
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("create cache directory %s: %w (choose another with --dir or IMGCACHE_DIR)", abs, err)
+	}
+	blobs, err := cas.Open(abs, cas.WithLevel(opt.Level))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(abs, "names"), 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filepath.Join(abs, "names"), err)
+	}
+	return &Cache{dir: abs, blobs: blobs, man: manifest.Open(abs), opt: opt}, nil
+}
+
+// Dir is the cache directory (absolute).
+func (c *Cache) Dir() string { return c.dir }
+
+// Close releases the Docker connection, if one was made.
+func (c *Cache) Close() error {
+	if c.bridge != nil {
+		return c.bridge.Close()
+	}
+	return nil
+}
+
+// docker returns the daemon connection, connecting on first use.
+func (c *Cache) docker(ctx context.Context) (*dockerbridge.Bridge, error) {
+	if c.bridge == nil {
+		b, err := c.opt.Docker(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.bridge = b
+	}
+	return c.bridge, nil
+}
+
+// lockCtx bounds a lock wait by the configured timeout.
+func (c *Cache) lockCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.opt.LockTimeout)
+}
+
+func (c *Cache) load(ctx context.Context) (*manifest.Manifest, error) {
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	return c.man.Load(lctx)
+}
+
+func (c *Cache) update(ctx context.Context, fn func(*manifest.Manifest) error) error {
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	return c.man.Update(lctx, fn)
+}
+
+// notFound is the error for a name the manifest does not hold.
+func notFound(n naming.Name) error {
+	return fmt.Errorf("no entry named %q: %w (imgcache ls lists the cache)", n, errdefs.ErrNotFound)
+}
+
+// entry returns a copy of n's entry.
+func (c *Cache) entry(ctx context.Context, n naming.Name) (manifest.Entry, error) {
+	m, err := c.load(ctx)
+	if err != nil {
+		return manifest.Entry{}, err
+	}
+	e, ok := m.Entries[n.String()]
+	if !ok {
+		return manifest.Entry{}, notFound(n)
+	}
+	return *e, nil
+}
+
+// touch records a use of n, if n still names d.
+func (c *Cache) touch(ctx context.Context, n naming.Name, d digest.Digest) error {
+	now := c.opt.Now().UTC()
+	return c.update(ctx, func(m *manifest.Manifest) error {
+		if e, ok := m.Entries[n.String()]; ok && e.Digest == d {
+			e.LastUsed = now
+		}
+		return nil
+	})
+}
+
+// linkPath is the one place a name becomes a path under names/.
+func (c *Cache) linkPath(n naming.Name) string {
+	return filepath.Join(c.dir, "names", n.Project, n.String()+".tar.zst")
+}
+
+// linkTarget is the relative symlink target for a blob.
+func linkTarget(d digest.Digest) string {
+	return filepath.Join("..", "..", "blobs", "sha256", d.Encoded()+".tar.zst")
+}
+
+// setLink points n's link at d, atomically (new link, then rename over).
+func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
+	p := c.linkPath(n)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return fmt.Errorf("link %s: %w", p, err)
+	}
+	if cur, err := os.Readlink(p); err == nil && cur == linkTarget(d) {
+		return nil
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", p, os.Getpid())
+	os.Remove(tmp)
+	if err := os.Symlink(linkTarget(d), tmp); err != nil {
+		return fmt.Errorf("link %s: %w", p, err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("link %s: %w", p, err)
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+// dropLink removes n's link if it is a symlink (never follows it).
+func (c *Cache) dropLink(n naming.Name) error {
+	p := c.linkPath(n)
+	fi, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&os.ModeSymlink == 0 {
+		return fmt.Errorf("%s is not a symlink; left alone", p)
+	}
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	os.Remove(filepath.Dir(p)) // the project directory, if now empty
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+func (c *Cache) progress(label string, total int64, r io.Reader) io.Reader {
+	if c.opt.Progress == nil {
+		return r
+	}
+	return c.opt.Progress(label, total, r)
+}

@@ -1,0 +1,13 @@
+// Package cache is imgcache's orchestrator: it ties the blob store (cas), the
+// manifest, names, archive metadata and the Docker bridge into the operations
+// users run — Put, Save, Get, Export, List, Remove, Pin, Verify and GC.
+//
+// It owns <dir>/names/, the human-readable view of the manifest: one relative
+// symlink per name, names/<project>/<name>.tar.zst → ../../blobs/sha256/<hex>.tar.zst.
+// Links are derived from the manifest; Verify re-derives any that a crash left
+// stale. Every change follows the same order: blob published (and held), then
+// the manifest updated under its lock, then the link swapped atomically.
+//
+// cache holds no state between calls beyond configuration: everything lives
+// in the directory, so many processes can share it.
+package cache

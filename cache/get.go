@@ -1,0 +1,214 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imgcache/imgcache/dockerbridge"
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/manifest"
+	"github.com/imgcache/imgcache/naming"
+)
+
+// GetResult reports a Get.
+type GetResult struct {
+	Ref    string // imgcache/<name>:<12 hex of the digest>: what to run
+	Latest string // imgcache/<name>:latest
+	Loaded bool   // this call loaded the image (false: it was in the daemon already)
+	Entry  manifest.Entry
+}
+
+// Get makes sure n's image is in the daemon, loaded from a verified stream,
+// tagged with its content-pinned ref, and returns that ref.
+//
+// Warm path: the image ID is in the daemon; tag it, nothing is decompressed.
+// Cold path: under the blob's exclusive lock (so concurrent Gets of one cold
+// image load it once), stream blob → zstd → sha256 → ImageLoad, holding back
+// the archive's metadata until the digest matched. A mismatch aborts the load,
+// quarantines the blob and returns an error wrapping errdefs.ErrIntegrity.
+func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
+	e, err := c.entry(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	b, err := c.docker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &GetResult{Ref: naming.PinnedRef(n, e.Digest.Encoded()), Latest: naming.LatestRef(n), Entry: e}
+	if ok, err := c.warm(ctx, b, e, res); ok || err != nil {
+		return res, err
+	}
+	if os, arch := b.Platform(); (e.OS != "" && e.OS != os) || (e.Arch != "" && e.Arch != arch) {
+		return nil, fmt.Errorf("%s is an image for %s/%s, the Docker daemon runs %s/%s: %w (put an image built for %s/%s under this name)", n, e.OS, e.Arch, os, arch, errdefs.ErrRejected, os, arch)
+	}
+
+	lctx, cancel := c.lockCtx(ctx)
+	lock, err := c.blobs.Lock(lctx, e.Digest, true)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("get %s: waiting for another process loading %s: %w", n, e.Digest, err)
+	}
+	defer lock.Release()
+	// Whoever held the lock before us may have loaded it.
+	if ok, err := c.warm(ctx, b, e, res); ok || err != nil {
+		return res, err
+	}
+	if err := c.verifiedLoad(ctx, b, n, e); err != nil {
+		return nil, err
+	}
+	if ok, err := b.Has(ctx, e.ImageID); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s: %w", n, e.ImageID, errdefs.ErrRejected)
+	}
+	res.Loaded = true
+	return res, c.tagAndTouch(ctx, b, n, e, res)
+}
+
+// warm tags and returns true when the image is in the daemon already.
+func (c *Cache) warm(ctx context.Context, b *dockerbridge.Bridge, e manifest.Entry, res *GetResult) (bool, error) {
+	if e.ImageID == "" {
+		return false, nil
+	}
+	ok, err := b.Has(ctx, e.ImageID)
+	if err != nil || !ok {
+		return false, err
+	}
+	n := naming.MustParse(e.Name)
+	return true, c.tagAndTouch(ctx, b, n, e, res)
+}
+
+func (c *Cache) tagAndTouch(ctx context.Context, b *dockerbridge.Bridge, n naming.Name, e manifest.Entry, res *GetResult) error {
+	for _, ref := range []string{res.Ref, res.Latest} {
+		if err := b.Tag(ctx, e.ImageID, ref); err != nil {
+			return fmt.Errorf("get %s: %w", n, err)
+		}
+	}
+	return c.touch(ctx, n, e.Digest)
+}
+
+// verifiedLoad streams the blob into the daemon. The caller holds the blob's
+// exclusive lock.
+func (c *Cache) verifiedLoad(ctx context.Context, b *dockerbridge.Bridge, n naming.Name, e manifest.Entry) error {
+	tail := e.Size - e.MetadataOffset
+	from := e.MetadataOffset
+	if tail > c.opt.HoldBackLimit {
+		// The archive's metadata is far from its end: prove the blob first,
+		// then load it (still verified, still holding back the tail we can).
+		if err := c.verifyBlob(ctx, n, e); err != nil {
+			return err
+		}
+		from = max(e.Size-c.opt.HoldBackLimit, 0)
+	}
+	r, err := c.blobs.Open(e.Digest)
+	if err != nil {
+		return c.blobMissing(n, e, err)
+	}
+	defer r.Close()
+	body := dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, r), from, c.opt.HoldBackLimit)
+	err = b.Load(ctx, body)
+	if errors.Is(err, errdefs.ErrIntegrity) {
+		return c.quarantine(n, e, err)
+	}
+	if err != nil {
+		return fmt.Errorf("get %s: %w", n, err)
+	}
+	return nil
+}
+
+// verifyBlob re-hashes the blob; on mismatch it quarantines it.
+func (c *Cache) verifyBlob(ctx context.Context, n naming.Name, e manifest.Entry) error {
+	r, err := c.blobs.Open(e.Digest)
+	if err != nil {
+		return c.blobMissing(n, e, err)
+	}
+	defer r.Close()
+	if _, err := r.WriteTo(io.Discard); err != nil {
+		if errors.Is(err, errdefs.ErrIntegrity) {
+			return c.quarantine(n, e, err)
+		}
+		return err
+	}
+	if r.Size() != e.Size {
+		return c.quarantine(n, e, fmt.Errorf("%w: %d bytes, manifest says %d", errdefs.ErrIntegrity, r.Size(), e.Size))
+	}
+	return nil
+}
+
+// quarantine moves a failed blob aside (the caller holds its exclusive lock).
+func (c *Cache) quarantine(n naming.Name, e manifest.Entry, cause error) error {
+	dst, qerr := c.blobs.Quarantine(e.Digest)
+	where := "moved to " + dst
+	if qerr != nil {
+		where = "could not be quarantined: " + qerr.Error()
+	}
+	c.opt.Log.Error("integrity failure", "name", n.String(), "digest", e.Digest.String(), "blob", where)
+	return fmt.Errorf("%s: expected %s: %w; nothing was loaded; the blob was %s (put or save the image again)", n, e.Digest, cause, where)
+}
+
+// blobMissing explains a name whose blob is gone.
+func (c *Cache) blobMissing(n naming.Name, e manifest.Entry, err error) error {
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		return err
+	}
+	q, _ := filepath.Glob(filepath.Join(c.dir, "quarantine", e.Digest.Encoded()+"-*"))
+	if len(q) > 0 {
+		return fmt.Errorf("%s: its blob %s failed verification earlier and is in quarantine (%s): %w (put or save the image again)", n, e.Digest, q[len(q)-1], errdefs.ErrIntegrity)
+	}
+	return fmt.Errorf("%s: its blob %s is missing: %w (imgcache verify --repair, then put the image again)", n, e.Digest, errdefs.ErrNotFound)
+}
+
+// Export writes n's original tar to w, verified as it is written. With a
+// file path (ExportFile), nothing appears at the path unless it verified.
+func (c *Cache) Export(ctx context.Context, n naming.Name, w io.Writer) (manifest.Entry, error) {
+	e, err := c.entry(ctx, n)
+	if err != nil {
+		return e, err
+	}
+	lctx, cancel := c.lockCtx(ctx)
+	lock, err := c.blobs.Lock(lctx, e.Digest, false)
+	cancel()
+	if err != nil {
+		return e, err
+	}
+	defer lock.Release()
+	r, err := c.blobs.Open(e.Digest)
+	if err != nil {
+		return e, c.blobMissing(n, e, err)
+	}
+	defer r.Close()
+	if _, err := io.Copy(w, c.progress("export "+n.String(), e.Size, r)); err != nil {
+		if errors.Is(err, errdefs.ErrIntegrity) {
+			return e, fmt.Errorf("export %s: %w (the output is incomplete; run imgcache verify %s)", n, err, n)
+		}
+		return e, fmt.Errorf("export %s: %w", n, err)
+	}
+	return e, c.touch(ctx, n, e.Digest)
+}
+
+// ExportFile exports to path through a temp file renamed into place once verified.
+func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (manifest.Entry, error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+strings.TrimPrefix(filepath.Base(path), ".")+".imgcache-*")
+	if err != nil {
+		return manifest.Entry{}, fmt.Errorf("export %s: %w", n, err)
+	}
+	defer os.Remove(f.Name())
+	e, err := c.Export(ctx, n, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	return e, err
+}

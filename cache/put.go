@@ -1,0 +1,152 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/imgcache/imgcache/archive"
+	"github.com/imgcache/imgcache/cas"
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/manifest"
+	"github.com/imgcache/imgcache/naming"
+)
+
+// PutResult reports one ingest.
+type PutResult struct {
+	Entry        manifest.Entry
+	Deduplicated bool   // the content was already stored
+	Replaced     string // the digest the name pointed at before, if it changed
+}
+
+// Put ingests the docker-archive or OCI tar read from r under name n. The tar
+// is read once: hashed, compressed and parsed for its metadata in one pass.
+// r that is not an image archive leaves nothing behind.
+func (c *Cache) Put(ctx context.Context, n naming.Name, r io.Reader, size int64) (*PutResult, error) {
+	return c.ingest(ctx, n, c.progress("put "+n.String(), size, r), nil)
+}
+
+// Save streams image (a reference or ID, normalized as Docker does) out of
+// the daemon straight into the cache under n: no temporary tar on disk.
+func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResult, error) {
+	ref, err := naming.NormalizeImage(image)
+	if err != nil {
+		// An image ID is not a reference; let the daemon resolve it.
+		ref = image
+	}
+	b, err := c.docker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	img, err := b.Inspect(ctx, ref)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return nil, fmt.Errorf("image %s is not in the Docker daemon: %w (docker images lists them)", image, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	rc, err := b.Save(ctx, img.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	res, err := c.ingest(ctx, n, c.progress("save "+n.String(), img.Size, rc), func(e *manifest.Entry) {
+		if len(e.RepoTags) == 0 {
+			e.RepoTags = img.RepoTags
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("save %s: %w", image, err)
+	}
+	return res, nil
+}
+
+// ingest is the one ingest path: r → (sha256 + zstd → blob) and (tar parser
+// → metadata) concurrently, then publish: blob, manifest entry, link.
+func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend func(*manifest.Entry)) (*PutResult, error) {
+	pr, pw := io.Pipe()
+	type parsed struct {
+		info *archive.Info
+		err  error
+	}
+	done := make(chan parsed, 1)
+	go func() {
+		info, err := archive.Read(pr)
+		if err == nil {
+			_, err = io.Copy(io.Discard, pr) // padding after the end-of-archive marker
+		}
+		pr.CloseWithError(err)
+		done <- parsed{info, err}
+	}()
+	var p parsed
+	in, err := c.blobs.Ingest(ctx, io.TeeReader(r, pw), func(cas.Info) error {
+		pw.Close()
+		p = <-done
+		if p.err != nil {
+			return asInvalid(p.err)
+		}
+		return nil
+	})
+	if err != nil {
+		pw.CloseWithError(err)
+		if p.info == nil && p.err == nil {
+			p = <-done // the parser stopped the copy, or the copy failed
+			if p.err != nil && !errors.Is(p.err, io.ErrClosedPipe) && !errors.Is(err, errdefs.ErrNoSpace) && !errors.Is(err, context.Canceled) && !errors.Is(p.err, err) {
+				err = asInvalid(p.err) // the archive's fault explains more than the broken pipe
+			}
+		}
+		return nil, fmt.Errorf("put %s: %w", n, err)
+	}
+	defer in.Release()
+	img := p.info.Images[0]
+	now := c.opt.Now().UTC()
+	e := manifest.Entry{
+		Name:           n.String(),
+		Digest:         in.Digest,
+		Size:           in.Size,
+		StoredSize:     in.Stored,
+		Format:         string(p.info.Format),
+		ImageID:        img.ID.String(),
+		RepoTags:       img.RepoTags,
+		OS:             img.OS,
+		Arch:           img.Architecture,
+		Variant:        img.Variant,
+		MetadataOffset: p.info.MetadataOffset,
+		Created:        img.Created,
+		Added:          now,
+		LastUsed:       now,
+	}
+	if amend != nil {
+		amend(&e)
+	}
+	res := &PutResult{Entry: e, Deduplicated: in.Deduplicated}
+	err = c.update(ctx, func(m *manifest.Manifest) error {
+		if old, ok := m.Entries[e.Name]; ok {
+			e.Pinned = old.Pinned
+			if old.Digest != e.Digest {
+				res.Replaced = old.Digest.String()
+			} else {
+				e.Added = old.Added
+			}
+		}
+		res.Entry = e
+		m.Entries[e.Name] = &e
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("put %s: %w", n, err)
+	}
+	if err := c.setLink(n, e.Digest); err != nil {
+		c.opt.Log.Warn("name link not updated; imgcache verify will fix it", "name", n.String(), "err", err)
+	}
+	return res, nil
+}
+
+// asInvalid marks archive errors as bad input.
+func asInvalid(err error) error {
+	if errors.Is(err, errdefs.ErrInvalid) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+}

@@ -1,0 +1,425 @@
+package cas
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/lockfile"
+)
+
+const blobSuffix = ".tar.zst"
+
+// Info describes one stored blob.
+type Info struct {
+	Digest  digest.Digest // sha256 of the uncompressed content
+	Size    int64         // uncompressed bytes (known after ingest or a full read; 0 from Walk)
+	Stored  int64         // bytes on disk
+	ModTime time.Time
+}
+
+// Store is a blob store rooted at a cache directory.
+type Store struct {
+	root  string
+	level zstd.EncoderLevel
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLevel sets the zstd level (1–22, as the zstd CLI counts) for new blobs.
+func WithLevel(level int) Option {
+	return func(s *Store) { s.level = zstd.EncoderLevelFromZstd(level) }
+}
+
+// Open returns the store rooted at root, creating its directories.
+func Open(root string, opts ...Option) (*Store, error) {
+	s := &Store{root: root, level: zstd.SpeedFastest}
+	for _, o := range opts {
+		o(s)
+	}
+	for _, d := range []string{s.blobDir(), s.tmpDir(), s.lockDir(), s.quarantineDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create cache directory %s: %w (check --dir and its permissions)", d, classify(err))
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) blobDir() string       { return filepath.Join(s.root, "blobs", "sha256") }
+func (s *Store) tmpDir() string        { return filepath.Join(s.root, "tmp") }
+func (s *Store) lockDir() string       { return filepath.Join(s.root, "locks") }
+func (s *Store) quarantineDir() string { return filepath.Join(s.root, "quarantine") }
+
+// validate refuses anything but a well-formed sha256 digest.
+func validate(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("digest %q: %w: %w", d, errdefs.ErrInvalid, err)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("digest %q: %w: only sha256 is stored", d, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// BlobPath is the one place a digest becomes a blob path.
+func (s *Store) BlobPath(d digest.Digest) (string, error) {
+	if err := validate(d); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.blobDir(), d.Encoded()+blobSuffix), nil
+}
+
+func (s *Store) lockPath(d digest.Digest) (string, error) {
+	if err := validate(d); err != nil {
+		return "", err
+	}
+	return filepath.Join(s.lockDir(), d.Encoded()+".lock"), nil
+}
+
+// Lock takes the blob's lock, waiting until ctx is done: shared while reading,
+// exclusive while loading or deleting.
+func (s *Store) Lock(ctx context.Context, d digest.Digest, exclusive bool) (*lockfile.Lock, error) {
+	p, err := s.lockPath(d)
+	if err != nil {
+		return nil, err
+	}
+	return lockfile.Acquire(ctx, p, exclusive)
+}
+
+// TryLock takes the blob's lock without waiting; ok is false when it is busy.
+func (s *Store) TryLock(d digest.Digest, exclusive bool) (l *lockfile.Lock, ok bool, err error) {
+	p, err := s.lockPath(d)
+	if err != nil {
+		return nil, false, err
+	}
+	return lockfile.TryAcquire(p, exclusive)
+}
+
+// Stat reports the stored blob for d, or an error wrapping errdefs.ErrNotFound.
+func (s *Store) Stat(d digest.Digest) (Info, error) {
+	p, err := s.BlobPath(d)
+	if err != nil {
+		return Info{}, err
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return Info{}, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+		}
+		return Info{}, fmt.Errorf("blob %s: %w", d, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return Info{}, fmt.Errorf("blob %s: %s is not a regular file: %w", d, p, errdefs.ErrIntegrity)
+	}
+	return Info{Digest: d, Stored: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Ingested is a blob just published. Its shared lock is held so that no gc can
+// delete it before the caller has recorded it; call Release when done.
+type Ingested struct {
+	Info
+	Deduplicated bool // the blob already existed; the new copy was dropped
+	lock         *lockfile.Lock
+}
+
+// Release drops the lock that protects the fresh blob.
+func (in *Ingested) Release() error { return in.lock.Release() }
+
+// Ingest streams r into the store: it hashes and compresses every byte into a
+// locked temp file, then publishes the blob atomically. check, when not nil,
+// runs once all bytes are written and before anything is published; its error
+// aborts the ingest. Cancelling ctx aborts the copy. Nothing is left behind
+// on failure.
+func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error) (*Ingested, error) {
+	tmp, err := s.newTemp(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tmp.discard()
+
+	h := digest.Canonical.Digester()
+	enc, err := zstd.NewWriter(tmp.f, zstd.WithEncoderLevel(s.level), zstd.WithEncoderCRC(true))
+	if err != nil {
+		return nil, fmt.Errorf("zstd encoder: %w", err)
+	}
+	n, err := copyCtx(ctx, io.MultiWriter(h.Hash(), enc), r)
+	if err != nil {
+		enc.Close()
+		return nil, fmt.Errorf("ingest after %d bytes: %w", n, classify(err))
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("ingest: compress: %w", classify(err))
+	}
+	if err := tmp.f.Sync(); err != nil {
+		return nil, fmt.Errorf("ingest: fsync %s: %w", tmp.f.Name(), classify(err))
+	}
+	fi, err := tmp.f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if err := tmp.f.Close(); err != nil {
+		return nil, fmt.Errorf("ingest: close %s: %w", tmp.f.Name(), classify(err))
+	}
+	tmp.f = nil
+	info := Info{Digest: h.Digest(), Size: n, Stored: fi.Size(), ModTime: fi.ModTime()}
+	if check != nil {
+		if err := check(info); err != nil {
+			return nil, err
+		}
+	}
+	return s.publish(ctx, tmp, info)
+}
+
+// publish renames the completed temp file into blobs/ (or drops it when the
+// blob exists already), holding the blob's shared lock, which it hands over.
+func (s *Store) publish(ctx context.Context, tmp *tempFile, info Info) (*Ingested, error) {
+	lock, err := s.Lock(ctx, info.Digest, false)
+	if err != nil {
+		return nil, err
+	}
+	dst, _ := s.BlobPath(info.Digest)
+	if existing, err := s.Stat(info.Digest); err == nil {
+		info.Stored, info.ModTime = existing.Stored, existing.ModTime
+		return &Ingested{Info: info, Deduplicated: true, lock: lock}, nil // tmp.discard drops our copy
+	}
+	if err := os.Chmod(tmp.path, 0o444); err != nil {
+		lock.Release()
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if err := os.Rename(tmp.path, dst); err != nil {
+		lock.Release()
+		return nil, fmt.Errorf("ingest: publish %s: %w", dst, classify(err))
+	}
+	tmp.published = true
+	if err := syncDir(s.blobDir()); err != nil {
+		lock.Release()
+		return nil, fmt.Errorf("ingest: fsync %s: %w", s.blobDir(), classify(err))
+	}
+	return &Ingested{Info: info, lock: lock}, nil
+}
+
+// tempFile is an ingest in progress: tmp/<id>.tar.zst, guarded by an
+// exclusive lock on tmp/<id>.lock that is taken before the data file exists.
+type tempFile struct {
+	path      string
+	f         *os.File
+	lock      *lockfile.Lock
+	published bool
+}
+
+func (s *Store) newTemp(ctx context.Context) (*tempFile, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	id := "ingest-" + hex.EncodeToString(b[:])
+	lock, err := lockfile.Acquire(ctx, filepath.Join(s.tmpDir(), id+".lock"), true)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", classify(err))
+	}
+	p := filepath.Join(s.tmpDir(), id+blobSuffix)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		lock.Remove()
+		return nil, fmt.Errorf("ingest: create temp file in %s: %w", s.tmpDir(), classify(err))
+	}
+	return &tempFile{path: p, f: f, lock: lock}, nil
+}
+
+// discard removes the temp file unless it was published, then its lock.
+func (t *tempFile) discard() {
+	if t.f != nil {
+		t.f.Close()
+	}
+	if !t.published {
+		os.Remove(t.path)
+	}
+	t.lock.Remove()
+}
+
+// CleanTmp removes leftovers of ingests whose process is gone: data files in
+// tmp/ whose lock nobody holds, and lock files without data. It returns the
+// bytes reclaimed and the files removed.
+func (s *Store) CleanTmp() (freed int64, removed []string, err error) {
+	ents, err := os.ReadDir(s.tmpDir())
+	if err != nil {
+		return 0, nil, fmt.Errorf("clean %s: %w", s.tmpDir(), err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		id, ok := strings.CutSuffix(name, ".lock")
+		if !ok {
+			id, ok = strings.CutSuffix(name, blobSuffix)
+			if !ok || !e.Type().IsRegular() {
+				continue
+			}
+			if _, err := os.Lstat(filepath.Join(s.tmpDir(), id+".lock")); err == nil {
+				continue // handled through its lock file
+			}
+		}
+		lock, ok, err := lockfile.TryAcquire(filepath.Join(s.tmpDir(), id+".lock"), true)
+		if err != nil || !ok {
+			continue // a live ingest
+		}
+		data := filepath.Join(s.tmpDir(), id+blobSuffix)
+		if fi, err := os.Lstat(data); err == nil && fi.Mode().IsRegular() {
+			if os.Remove(data) == nil {
+				freed += fi.Size()
+				removed = append(removed, data)
+			}
+		}
+		lock.Remove()
+	}
+	return freed, removed, nil
+}
+
+// CleanLocks removes lock files of blobs that no longer exist, when nobody
+// holds them.
+func (s *Store) CleanLocks() (removed int, err error) {
+	ents, err := os.ReadDir(s.lockDir())
+	if err != nil {
+		return 0, fmt.Errorf("clean %s: %w", s.lockDir(), err)
+	}
+	for _, e := range ents {
+		hexpart, ok := strings.CutSuffix(e.Name(), ".lock")
+		d := digest.NewDigestFromEncoded(digest.SHA256, hexpart)
+		if !ok || validate(d) != nil {
+			continue
+		}
+		if _, err := s.Stat(d); !errors.Is(err, errdefs.ErrNotFound) {
+			continue
+		}
+		lock, ok, err := s.TryLock(d, true)
+		if err != nil || !ok {
+			continue
+		}
+		if _, err := s.Stat(d); errors.Is(err, errdefs.ErrNotFound) {
+			if lock.Remove() == nil {
+				removed++
+			}
+			continue
+		}
+		lock.Release()
+	}
+	return removed, nil
+}
+
+// Delete removes the blob. The caller must hold its exclusive lock.
+func (s *Store) Delete(d digest.Digest) error {
+	p, err := s.BlobPath(d)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("delete blob %s: %w", d, errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	return syncDir(s.blobDir())
+}
+
+// Quarantine moves a blob that failed verification to quarantine/, where it
+// is kept for inspection. The caller must hold its exclusive lock. It returns
+// the new path.
+func (s *Store) Quarantine(d digest.Digest) (string, error) {
+	p, err := s.BlobPath(d)
+	if err != nil {
+		return "", err
+	}
+	dst := filepath.Join(s.quarantineDir(), fmt.Sprintf("%s-%s%s", d.Encoded(), time.Now().UTC().Format("20060102T150405.000000000Z"), blobSuffix))
+	if err := os.Rename(p, dst); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("quarantine blob %s: %w", d, errdefs.ErrNotFound)
+		}
+		return "", fmt.Errorf("quarantine blob %s: %w", d, err)
+	}
+	if err := syncDir(s.blobDir()); err != nil {
+		return dst, err
+	}
+	return dst, syncDir(s.quarantineDir())
+}
+
+// Walk calls fn for every stored blob, in directory order. Files that are not
+// well-named blobs are reported through stray (may be nil).
+func (s *Store) Walk(fn func(Info) error, stray func(path string)) error {
+	ents, err := os.ReadDir(s.blobDir())
+	if err != nil {
+		return fmt.Errorf("walk %s: %w", s.blobDir(), err)
+	}
+	for _, e := range ents {
+		p := filepath.Join(s.blobDir(), e.Name())
+		hexpart, ok := strings.CutSuffix(e.Name(), blobSuffix)
+		d := digest.NewDigestFromEncoded(digest.SHA256, hexpart)
+		if !ok || validate(d) != nil || !e.Type().IsRegular() {
+			if stray != nil {
+				stray(p)
+			}
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		if err := fn(Info{Digest: d, Stored: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyCtx copies with a large buffer, checking ctx between chunks.
+func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			w, werr := dst.Write(buf[:m])
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
+// classify adds errdefs categories to OS errors.
+func classify(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w (free some space, e.g. imgcache gc --min-free 20G)", errdefs.ErrNoSpace, err)
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

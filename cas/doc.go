@@ -1,0 +1,15 @@
+// Package cas is imgcache's content-addressed blob store.
+//
+// It owns <dir>/blobs/sha256/<hex>.tar.zst (zstd of a tar whose uncompressed
+// sha256 is <hex>), the per-blob lock files <dir>/locks/<hex>.lock, ingests in
+// progress under <dir>/tmp/ and failed blobs under <dir>/quarantine/.
+//
+// Ingest is a transaction: bytes are hashed while they are compressed into a
+// locked temp file, which is fsynced and renamed into place only when complete,
+// then the directory is fsynced. No partial blob is ever visible. Every read
+// (Open) re-hashes the decompressed stream and fails with errdefs.ErrIntegrity
+// instead of reporting a clean end when the digest does not match.
+//
+// cas knows nothing of names, manifests or Docker. One function (blobPath)
+// turns a digest into a path, and only after the digest has been validated.
+package cas

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/naming"
+)
+
+// cli is the root of the command line.
+type cli struct {
+	Dir         string           `help:"Cache directory." env:"IMGCACHE_DIR" placeholder:"DIR"`
+	LockTimeout time.Duration    `help:"Longest wait for a lock (manifest, or a blob another process is loading)." env:"IMGCACHE_LOCK_TIMEOUT" default:"15m"`
+	Level       int              `help:"zstd level for new blobs (1-22)." env:"IMGCACHE_LEVEL" default:"1"`
+	Quiet       bool             `short:"q" help:"No progress or informational messages on stderr."`
+	LogLevel    string           `help:"Log level on stderr: debug, info, warn, error." env:"IMGCACHE_LOG_LEVEL" default:"warn" enum:"debug,info,warn,error"`
+	Version     kong.VersionFlag `help:"Print the version and exit."`
+
+	Put     putCmd     `cmd:"" help:"Ingest a docker-archive/OCI tarball under NAME; print its digest."`
+	Save    saveCmd    `cmd:"" help:"Stream an image from the Docker daemon into the cache under NAME."`
+	Get     getCmd     `cmd:"" help:"Make sure NAME's image is in the daemon, verified; print its ref."`
+	Export  exportCmd  `cmd:"" help:"Write NAME's original tar back out, verified, byte-identical."`
+	Ls      lsCmd      `cmd:"" help:"List the cache entries."`
+	Inspect inspectCmd `cmd:"" help:"Show one entry."`
+	Rm      rmCmd      `cmd:"" help:"Drop names; blobs nobody names are reclaimed by gc."`
+	Verify  verifyCmd  `cmd:"" help:"Re-hash blobs; check that manifest, blobs and links agree."`
+	Pin     pinCmd     `cmd:"" help:"Keep an entry out of eviction."`
+	Unpin   unpinCmd   `cmd:"" help:"Let gc evict an entry again."`
+}
+
+// env is what every command's Run receives.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	root   *cli
+	log    *slog.Logger
+	c      *cache.Cache
+}
+
+// open opens the cache directory named by the flags.
+func (e *env) open() (*cache.Cache, error) {
+	if e.c != nil {
+		return e.c, nil
+	}
+	dir := e.root.Dir
+	if dir == "" {
+		dir = defaultDir()
+	}
+	c, err := cache.Open(dir, cache.Options{
+		LockTimeout: e.root.LockTimeout,
+		Level:       e.root.Level,
+		Log:         e.log,
+		Progress:    e.progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.c = c
+	return c, nil
+}
+
+// progress is a hook for progress display on a TTY; none yet.
+func (e *env) progress(label string, total int64, r io.Reader) io.Reader { return r }
+
+// defaultDir is /var/cache/imgcache for root, else the user's cache directory.
+func defaultDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/cache/imgcache"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "imgcache")
+	}
+	return filepath.Join(os.TempDir(), "imgcache-"+fmt.Sprint(os.Geteuid()))
+}
+
+// Run parses args, runs the command and returns the exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	var root cli
+	exited := -1
+	parser, err := kong.New(&root,
+		kong.Name("imgcache"),
+		kong.Description("A content-addressed cache of Docker image tarballs for CI executors."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(c int) { exited = c; panic(exitPanic{}) }),
+		kong.Vars{"version": version},
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "imgcache:", err)
+		return exitFailure
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(exitPanic); !ok {
+				panic(r)
+			}
+			code = exited
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "imgcache:", err)
+		return exitUsage
+	}
+	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[root.LogLevel]
+	if root.Quiet {
+		level = slog.LevelError
+	}
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, root: &root,
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
+	defer func() {
+		if e.c != nil {
+			e.c.Close()
+		}
+	}()
+	if err := kctx.Run(e); err != nil {
+		if !errors.Is(err, errShort) {
+			fmt.Fprintln(stderr, "imgcache:", err)
+		}
+		return exitCode(err)
+	}
+	return exitOK
+}
+
+type exitPanic struct{}
+
+// parseName parses a NAME argument; a bad name is a usage error.
+func parseName(s string) (naming.Name, error) { return naming.Parse(s) }
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

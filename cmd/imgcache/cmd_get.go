@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+)
+
+type getCmd struct {
+	Name string `arg:"" help:"Cache name."`
+	JSON bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
+}
+
+func (c *getCmd) Help() string {
+	return "Example:\n  ref=$(imgcache get capy-ubuntu-25.04-gcc15) && docker run --rm \"$ref\" gcc --version"
+}
+
+func (c *getCmd) Run(e *env) error {
+	n, err := parseName(c.Name)
+	if err != nil {
+		return err
+	}
+	ca, err := e.open()
+	if err != nil {
+		return err
+	}
+	res, err := ca.Get(e.ctx, n)
+	if err != nil {
+		return err
+	}
+	if res.Loaded {
+		e.log.Info("loaded into the daemon (verified)", "name", n.String(), "digest", res.Entry.Digest.String())
+	}
+	if c.JSON {
+		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "entry": res.Entry})
+	}
+	_, err = fmt.Fprintln(e.stdout, res.Ref)
+	return err
+}
+
+type exportCmd struct {
+	Name   string `arg:"" help:"Cache name."`
+	Output string `short:"o" help:"Write to this file (created only once verified) instead of standard output." placeholder:"FILE"`
+}
+
+func (c *exportCmd) Help() string {
+	return "Example:\n  imgcache export capy-ubuntu-25.04-gcc15 -o capy.tar && sha256sum capy.tar"
+}
+
+func (c *exportCmd) Run(e *env) error {
+	n, err := parseName(c.Name)
+	if err != nil {
+		return err
+	}
+	ca, err := e.open()
+	if err != nil {
+		return err
+	}
+	if c.Output == "" || c.Output == "-" {
+		_, err = ca.Export(e.ctx, n, e.stdout)
+		return err
+	}
+	_, err = ca.ExportFile(e.ctx, n, c.Output)
+	return err
+}

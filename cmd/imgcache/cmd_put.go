@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	"github.com/imgcache/imgcache/errdefs"
+)
+
+type putCmd struct {
+	Name string `arg:"" help:"Cache name, <project>-<distro>-<version>-<variant>, e.g. capy-ubuntu-25.04-gcc15."`
+	File string `arg:"" help:"docker save tarball to ingest; - reads standard input."`
+	JSON bool   `help:"Print the entry as JSON instead of the digest."`
+}
+
+func (c *putCmd) Help() string {
+	return "Example:\n  docker save capy:gcc15 -o capy.tar && imgcache put capy-ubuntu-25.04-gcc15 capy.tar"
+}
+
+func (c *putCmd) Run(e *env) error {
+	n, err := parseName(c.Name)
+	if err != nil {
+		return err
+	}
+	var r io.Reader = e.stdin
+	var size int64 = -1
+	if c.File != "-" {
+		f, err := os.Open(c.File)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("put %s: %w: no file %s", n, errdefs.ErrInvalid, c.File)
+			}
+			return fmt.Errorf("put %s: %w: %w", n, errdefs.ErrInvalid, err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() && fi.Mode()&fs.ModeNamedPipe == 0 {
+			return fmt.Errorf("put %s: %w: %s is not a regular file", n, errdefs.ErrInvalid, c.File)
+		}
+		r, size = f, fi.Size()
+	}
+	ca, err := e.open()
+	if err != nil {
+		return err
+	}
+	res, err := ca.Put(e.ctx, n, r, size)
+	if err != nil {
+		return err
+	}
+	if res.Deduplicated {
+		e.log.Info("content already stored; name points at the existing blob", "name", n.String(), "digest", res.Entry.Digest.String())
+	}
+	if res.Replaced != "" {
+		e.log.Info("name moved to new content; the old blob waits for gc", "name", n.String(), "old", res.Replaced)
+	}
+	if c.JSON {
+		return printJSON(e.stdout, res.Entry)
+	}
+	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
+	return err
+}
+
+type saveCmd struct {
+	Image string `arg:"" help:"Image in the daemon: a reference (alpine, docker.io/library/alpine:3.20) or an image ID."`
+	Name  string `arg:"" help:"Cache name to store it under."`
+	JSON  bool   `help:"Print the entry as JSON instead of the digest."`
+}
+
+func (c *saveCmd) Help() string {
+	return "Example:\n  imgcache save capy:gcc15 capy-ubuntu-25.04-gcc15"
+}
+
+func (c *saveCmd) Run(e *env) error {
+	n, err := parseName(c.Name)
+	if err != nil {
+		return err
+	}
+	ca, err := e.open()
+	if err != nil {
+		return err
+	}
+	res, err := ca.Save(e.ctx, c.Image, n)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		return printJSON(e.stdout, res.Entry)
+	}
+	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
+	return err
+}

@@ -1,0 +1,216 @@
+package dockerbridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+
+	ourerr "github.com/imgcache/imgcache/errdefs"
+)
+
+// MinAPIVersion is the oldest Engine API imgcache works with (Docker 20.10).
+const MinAPIVersion = "1.41"
+
+// Bridge is a connection to one Docker daemon.
+type Bridge struct {
+	cli  *client.Client
+	host string
+	api  string
+	os   string
+	arch string
+}
+
+// Connect makes a client from the environment (DOCKER_HOST, DOCKER_CERT_PATH,
+// …), negotiates the API version and checks that the daemon answers. The
+// error wraps errdefs.ErrDaemon and says how to fix it.
+func Connect(ctx context.Context) (*Bridge, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w (check DOCKER_HOST)", ourerr.ErrDaemon, err)
+	}
+	b := &Bridge{cli: cli, host: cli.DaemonHost()}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	v, err := cli.ServerVersion(pctx)
+	if err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("%w: cannot reach the Docker daemon at %s: %w (start it, e.g. scripts/dockerd.sh, or set DOCKER_HOST)", ourerr.ErrDaemon, b.host, err)
+	}
+	b.api, b.os, b.arch = cli.ClientVersion(), v.Os, v.Arch
+	if versionLess(v.APIVersion, MinAPIVersion) {
+		cli.Close()
+		return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %s (Docker %s); imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, v.APIVersion, v.Version, MinAPIVersion)
+	}
+	return b, nil
+}
+
+// Close releases the client.
+func (b *Bridge) Close() error { return b.cli.Close() }
+
+// APIVersion is the negotiated API version.
+func (b *Bridge) APIVersion() string { return b.api }
+
+// Platform is the daemon's OS and architecture in Go/OCI terms ("linux", "amd64").
+func (b *Bridge) Platform() (os, arch string) { return b.os, b.arch }
+
+// Image is what the daemon reports about one image.
+type Image struct {
+	ID       string
+	RepoTags []string
+	OS       string
+	Arch     string
+	Size     int64
+}
+
+// Inspect returns the image id or reference, or an error wrapping
+// errdefs.ErrNotFound.
+func (b *Bridge) Inspect(ctx context.Context, ref string) (Image, error) {
+	r, err := b.cli.ImageInspect(ctx, ref)
+	if err != nil {
+		return Image{}, b.wrap(err, "inspect image "+ref)
+	}
+	return Image{ID: r.ID, RepoTags: r.RepoTags, OS: r.Os, Arch: r.Architecture, Size: r.Size}, nil
+}
+
+// Has reports whether the daemon holds the image.
+func (b *Bridge) Has(ctx context.Context, id string) (bool, error) {
+	_, err := b.Inspect(ctx, id)
+	if errors.Is(err, ourerr.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Tag tags the image id as ref.
+func (b *Bridge) Tag(ctx context.Context, id, ref string) error {
+	return b.wrap(b.cli.ImageTag(ctx, id, ref), "tag "+id+" as "+ref)
+}
+
+// Load streams a docker-archive or OCI tar into the daemon. body should be a
+// HoldBack over a verifying reader: when body fails, the request is aborted
+// and the daemon does not commit the load. Progress messages are drained;
+// an error message from the daemon is returned wrapping errdefs.ErrRejected.
+func (b *Bridge) Load(ctx context.Context, body io.Reader) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var bodyErr error
+	resp, err := b.cli.ImageLoad(ctx, &errTrap{r: body, err: &bodyErr}, client.ImageLoadWithQuiet(true))
+	if bodyErr != nil {
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+		return bodyErr
+	}
+	if err != nil {
+		return b.wrap(err, "load image")
+	}
+	defer resp.Body.Close()
+	if err := drainMessages(resp.Body); err != nil {
+		if bodyErr != nil {
+			return bodyErr
+		}
+		return fmt.Errorf("%w: docker load: %w", ourerr.ErrRejected, err)
+	}
+	if bodyErr != nil {
+		return bodyErr
+	}
+	return nil
+}
+
+// errTrap remembers the first error the body returned, so that the cause of
+// an aborted request (an integrity failure) is reported rather than the
+// transport's view of it.
+type errTrap struct {
+	r   io.Reader
+	err *error
+}
+
+func (t *errTrap) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF && *t.err == nil {
+		*t.err = err
+	}
+	return n, err
+}
+
+// drainMessages reads the daemon's JSON progress stream and returns the
+// first error it reports.
+func drainMessages(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for {
+		var m struct {
+			Error       string `json:"error"`
+			ErrorDetail *struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&m); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("reading the daemon's reply: %w", err)
+		}
+		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
+			return errors.New(m.ErrorDetail.Message)
+		}
+		if m.Error != "" {
+			return errors.New(m.Error)
+		}
+	}
+}
+
+// Save streams the image ref out of the daemon as a tar.
+func (b *Bridge) Save(ctx context.Context, ref string) (io.ReadCloser, error) {
+	rc, err := b.cli.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return nil, b.wrap(err, "save image "+ref)
+	}
+	return rc, nil
+}
+
+// Remove untags or deletes ref without force: an image a container uses is a
+// conflict (errdefs.ErrRejected), never removed.
+func (b *Bridge) Remove(ctx context.Context, ref string) error {
+	_, err := b.cli.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	return b.wrap(err, "remove image "+ref)
+}
+
+// wrap maps Engine errors to imgcache's categories.
+func (b *Bridge) wrap(err error, what string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errdefs.IsNotFound(err):
+		return fmt.Errorf("%s: %w: %w", what, ourerr.ErrNotFound, err)
+	case errdefs.IsConflict(err), errdefs.IsInvalidParameter(err), errdefs.IsForbidden(err):
+		return fmt.Errorf("%s: %w: %w", what, ourerr.ErrRejected, err)
+	case client.IsErrConnectionFailed(err), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w at %s: %w (start it, e.g. scripts/dockerd.sh, or set DOCKER_HOST)", what, ourerr.ErrDaemon, b.host, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// versionLess compares dotted API versions numerically.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) || i < len(bs); i++ {
+		var x, y int
+		if i < len(as) {
+			fmt.Sscan(as[i], &x)
+		}
+		if i < len(bs) {
+			fmt.Sscan(bs[i], &y)
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}

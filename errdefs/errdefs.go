@@ -1,0 +1,27 @@
+// Package errdefs holds the error categories shared by every imgcache package.
+//
+// Packages wrap these sentinels with context (fmt.Errorf("…: %w", ErrNotFound));
+// callers test them with errors.Is. The CLI maps each category to one
+// documented exit code, in one place. This package imports nothing.
+package errdefs
+
+import "errors"
+
+var (
+	// ErrNotFound: no such name, blob or image.
+	ErrNotFound = errors.New("not found")
+	// ErrIntegrity: stored content does not match its recorded digest.
+	ErrIntegrity = errors.New("integrity failure")
+	// ErrLocked: a lock could not be taken in time (or, for non-blocking takes, at all).
+	ErrLocked = errors.New("locked")
+	// ErrDaemon: the Docker daemon is unreachable or its API is unusable.
+	ErrDaemon = errors.New("docker daemon unavailable")
+	// ErrRejected: the Docker daemon refused the request (bad archive, wrong platform, conflict).
+	ErrRejected = errors.New("rejected by docker daemon")
+	// ErrNoSpace: the filesystem holding the cache is full.
+	ErrNoSpace = errors.New("no space left")
+	// ErrInvalid: bad input (a file that is no image archive, a bad flag value).
+	ErrInvalid = errors.New("invalid input")
+	// ErrCorrupt: cache metadata (manifest.json) cannot be read; `verify --repair` rebuilds it.
+	ErrCorrupt = errors.New("cache metadata corrupt")
+)

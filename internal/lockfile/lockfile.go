@@ -1,0 +1,133 @@
+// Package lockfile takes advisory flocks (github.com/gofrs/flock) on lock files
+// that may be removed by a cleaner while others wait on them.
+//
+// A flock belongs to an open file. If a cleaner unlinks a lock file between
+// another process opening it and locking it, that process would hold a lock
+// nobody else can see. Acquire therefore checks, once it holds the lock, that
+// the path still names the very file it locked, and retries otherwise. The
+// cleaner (Remove) unlinks only while holding the lock exclusively.
+package lockfile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gofrs/flock"
+
+	"github.com/imgcache/imgcache/errdefs"
+)
+
+// pollInterval is how often a blocked Acquire retries.
+const pollInterval = 5 * time.Millisecond
+
+// Lock is a held lock. Release it exactly once.
+type Lock struct {
+	f         *flock.Flock
+	exclusive bool
+}
+
+// Acquire takes the lock on path, shared or exclusive, waiting until ctx is
+// done. The file (and its directory) are created if missing. On timeout or
+// cancellation the error wraps errdefs.ErrLocked and ctx.Err().
+func Acquire(ctx context.Context, path string, exclusive bool) (*Lock, error) {
+	for {
+		l, ok, err := try(ctx, path, exclusive, true)
+		if err != nil || ok {
+			return l, err
+		}
+	}
+}
+
+// TryAcquire takes the lock without waiting. ok is false when another
+// process holds a conflicting lock.
+func TryAcquire(path string, exclusive bool) (l *Lock, ok bool, err error) {
+	for {
+		l, ok, err := try(context.Background(), path, exclusive, false)
+		if err != nil || ok || l == nil {
+			return l, ok, err
+		}
+	}
+}
+
+// try makes one attempt. It returns (nil, false, nil) when the lock was busy
+// and wait is false, or when the file was replaced and the caller must retry
+// (then l is non-nil only as a signal; it is released).
+func try(ctx context.Context, path string, exclusive, wait bool) (*Lock, bool, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	f := flock.New(path, flock.SetPermissions(0o644))
+	var ok bool
+	var err error
+	switch {
+	case wait && exclusive:
+		ok, err = f.TryLockContext(ctx, pollInterval)
+	case wait:
+		ok, err = f.TryRLockContext(ctx, pollInterval)
+	case exclusive:
+		ok, err = f.TryLock()
+	default:
+		ok, err = f.TryRLock()
+	}
+	if err != nil {
+		_ = f.Close()
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, false, fmt.Errorf("waiting for lock %s: %w (%w)", path, errdefs.ErrLocked, err)
+		}
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if !ok {
+		_ = f.Close()
+		return nil, false, nil
+	}
+	// The lock is ours; make sure the path still names the file we locked.
+	held, err1 := f.Stat()
+	now, err2 := os.Stat(path)
+	if err1 == nil && err2 == nil && os.SameFile(held, now) {
+		return &Lock{f: f, exclusive: exclusive}, true, nil
+	}
+	_ = f.Unlock()
+	_ = f.Close()
+	if err1 != nil {
+		return nil, false, fmt.Errorf("lock %s: %w", path, err1)
+	}
+	// Replaced or removed under us: retry (signalled by a non-nil lock, not ok).
+	return &Lock{}, false, nil
+}
+
+// Exclusive reports whether the lock is held exclusively.
+func (l *Lock) Exclusive() bool { return l.exclusive }
+
+// Release drops the lock and closes the file.
+func (l *Lock) Release() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Unlock()
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	l.f = nil
+	return err
+}
+
+// Remove unlinks the lock file and releases the lock. The lock must be held
+// exclusively: nobody else can be holding it, and anyone who opened the old
+// file will notice the replacement and retry.
+func (l *Lock) Remove() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	if !l.exclusive {
+		return fmt.Errorf("lockfile: remove %s needs an exclusive lock", l.f.Path())
+	}
+	err := os.Remove(l.f.Path())
+	if rerr := l.Release(); err == nil {
+		err = rerr
+	}
+	return err
+}

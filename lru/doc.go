@@ -1,0 +1,48 @@
+// Package lru owns the eviction decision of imgcache: given every cache name
+// (with its last use and pin), every blob on disk (with its stored size and
+// whether another process holds it), the free space of the filesystem, the
+// current time and the gc limits, [Compute] says which names to drop and which
+// blobs to delete, in which order, and why. It is the whole of the policy; the
+// caller (package cache) only carries the plan out.
+//
+// # Policy
+//
+// [Compute] applies four steps in order:
+//
+//  1. Orphans. Every blob that no name points at is deleted
+//     ([ReasonOrphan]), whatever the limits, unless it is in use.
+//  2. Max age. Names unused for longer than [Limits.MaxAge] are dropped
+//     ([ReasonMaxAge]); pinned names never are. A blob is deleted only when
+//     all its names are dropped and it is not in use. When it is in use its
+//     names still drop but the blob stays: it is then an orphan, which the
+//     next gc reclaims once nobody holds it. Dropping the names at once is
+//     safe (the process holding the blob already has it open) and keeps
+//     max-age a statement about names, independent of who reads what.
+//  3. Size and free space. The names left are grouped by blob; a blob's
+//     recency is the latest use of its remaining names. Blobs with a pinned
+//     name or in use are never evicted. The others are evicted whole (all
+//     their names at once), least recently used first, ties broken by blob
+//     key, until the stored total is at most [Limits.MaxSize] and, when the
+//     free space was below [Limits.MinFree] at the start, until free space
+//     plus the bytes freed reaches [Limits.TargetFree] (or MinFree). When the
+//     free space is at or above MinFree, that limit does nothing
+//     (kubelet-style hysteresis: gc after every job stays cheap). A victim's
+//     reason is [ReasonMaxSize] when the max-size limit was still unmet when
+//     it was chosen, else [ReasonMinFree].
+//  4. Shortfalls. A target still unmet once nothing evictable is left is
+//     reported as a [Shortfall] with the exact bytes missing and what holds
+//     the rest (pinned and in-use blobs).
+//
+// Space is credited only when a blob is deleted: dropping a name of a shared
+// blob frees nothing. Blobs that the policy would have deleted but could not,
+// because they are pinned or in use, are listed in [Plan.Skipped]. Plans are
+// deterministic: the same input in any slice order gives the same plan.
+//
+// # What it must never do
+//
+// This package does no I/O: no files, no statfs, no locks, no logging, no
+// clock (the caller passes [State.Now]). It imports only the standard library
+// and nothing of this module, in particular no cache, cas or manifest package:
+// dependencies point at it, never from it. That keeps the decision testable
+// exhaustively and lets `gc --dry-run` show exactly what gc would do.
+package lru

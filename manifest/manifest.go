@@ -1,0 +1,271 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/lockfile"
+)
+
+// SchemaVersion is the manifest schema this code reads and writes.
+const SchemaVersion = 1
+
+// MaxFileSize bounds manifest.json; a larger file is refused as corrupt.
+const MaxFileSize = 256 << 20
+
+// Entry is what the cache knows about one name.
+type Entry struct {
+	Name       string        `json:"name"`
+	Digest     digest.Digest `json:"digest"`      // sha256 of the uncompressed tar
+	Size       int64         `json:"size"`        // uncompressed tar bytes
+	StoredSize int64         `json:"stored_size"` // compressed bytes on disk
+	Format     string        `json:"format,omitempty"`
+	ImageID    string        `json:"image_id,omitempty"`
+	RepoTags   []string      `json:"repo_tags,omitempty"`
+	OS         string        `json:"os,omitempty"`
+	Arch       string        `json:"arch,omitempty"`
+	Variant    string        `json:"arch_variant,omitempty"`
+	// MetadataOffset is where, in the tar, its manifest.json/index.json
+	// starts: a verified load holds back every byte from there until the
+	// digest has matched.
+	MetadataOffset int64     `json:"metadata_offset"`
+	Created        time.Time `json:"created,omitzero"` // the image's creation time
+	Added          time.Time `json:"added"`            // when this content was stored under this name
+	LastUsed       time.Time `json:"last_used"`
+	Pinned         bool      `json:"pinned,omitempty"`
+	Base           *Base     `json:"base,omitempty"`
+	Recipe         *Recipe   `json:"recipe,omitempty"`
+}
+
+// Base records what a derived image was built from.
+type Base struct {
+	Name   string        `json:"name"`
+	Digest digest.Digest `json:"digest"`
+}
+
+// Recipe is how to rebuild a derived image.
+type Recipe struct {
+	Dockerfile string            `json:"dockerfile"`
+	Context    string            `json:"context"`
+	BuildArgs  map[string]string `json:"build_args,omitempty"`
+}
+
+// Manifest is the whole file.
+type Manifest struct {
+	Version int               `json:"version"`
+	Entries map[string]*Entry `json:"entries"`
+}
+
+// New returns an empty manifest of the current schema.
+func New() *Manifest {
+	return &Manifest{Version: SchemaVersion, Entries: map[string]*Entry{}}
+}
+
+// Names returns the entry names, sorted.
+func (m *Manifest) Names() []string {
+	names := make([]string, 0, len(m.Entries))
+	for n := range m.Entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Referenced reports whether any entry points at d.
+func (m *Manifest) Referenced(d digest.Digest) bool {
+	for _, e := range m.Entries {
+		if e.Digest == d {
+			return true
+		}
+	}
+	return false
+}
+
+// Decode parses a manifest strictly: unknown fields, trailing data, an
+// unknown schema version or an inconsistent entry are errors wrapping
+// errdefs.ErrCorrupt.
+func Decode(r io.Reader) (*Manifest, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read: %w", errdefs.ErrCorrupt, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", errdefs.ErrCorrupt, MaxFileSize)
+	}
+	var probe struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return nil, fmt.Errorf("%w: not valid JSON: %w", errdefs.ErrCorrupt, err)
+	}
+	if probe.Version == nil {
+		return nil, fmt.Errorf("%w: no schema version", errdefs.ErrCorrupt)
+	}
+	if *probe.Version != SchemaVersion {
+		return nil, fmt.Errorf("%w: schema version %d, this imgcache reads version %d (upgrade imgcache, or rebuild with verify --repair)", errdefs.ErrCorrupt, *probe.Version, SchemaVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	m := New()
+	if err := dec.Decode(m); err != nil {
+		return nil, fmt.Errorf("%w: %w", errdefs.ErrCorrupt, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the manifest", errdefs.ErrCorrupt)
+	}
+	if m.Entries == nil {
+		m.Entries = map[string]*Entry{}
+	}
+	for name, e := range m.Entries {
+		if e == nil {
+			return nil, fmt.Errorf("%w: entry %q is null", errdefs.ErrCorrupt, name)
+		}
+		if e.Name != name {
+			return nil, fmt.Errorf("%w: entry %q carries name %q", errdefs.ErrCorrupt, name, e.Name)
+		}
+		if err := e.Digest.Validate(); err != nil || e.Digest.Algorithm() != digest.SHA256 {
+			return nil, fmt.Errorf("%w: entry %q has bad digest %q", errdefs.ErrCorrupt, name, e.Digest)
+		}
+		if e.Size < 0 || e.StoredSize < 0 || e.MetadataOffset < 0 || e.MetadataOffset > e.Size {
+			return nil, fmt.Errorf("%w: entry %q has impossible sizes", errdefs.ErrCorrupt, name)
+		}
+		if e.Base != nil {
+			if err := e.Base.Digest.Validate(); err != nil {
+				return nil, fmt.Errorf("%w: entry %q has bad base digest %q", errdefs.ErrCorrupt, name, e.Base.Digest)
+			}
+		}
+	}
+	return m, nil
+}
+
+// Encode writes m as indented JSON.
+func Encode(w io.Writer, m *Manifest) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(m)
+}
+
+// Store is the manifest file of one cache directory and its lock.
+type Store struct {
+	dir string
+}
+
+// Open returns the store for the cache directory dir (which must exist).
+func Open(dir string) *Store { return &Store{dir: dir} }
+
+// Path is manifest.json's path.
+func (s *Store) Path() string     { return filepath.Join(s.dir, "manifest.json") }
+func (s *Store) lockPath() string { return filepath.Join(s.dir, "lock") }
+
+// Load reads the manifest under the shared lock. A missing file is an empty
+// manifest.
+func (s *Store) Load(ctx context.Context) (*Manifest, error) {
+	l, err := lockfile.Acquire(ctx, s.lockPath(), false)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	defer l.Release()
+	return s.read()
+}
+
+// Update runs fn on the current manifest under the exclusive lock and, when
+// fn returns nil, writes the result atomically and durably. When fn returns
+// an error nothing is written and that error is returned. fn must be quick.
+func (s *Store) Update(ctx context.Context, fn func(*Manifest) error) error {
+	l, err := lockfile.Acquire(ctx, s.lockPath(), true)
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	defer l.Release()
+	m, err := s.read()
+	if err != nil {
+		return err
+	}
+	if err := fn(m); err != nil {
+		return err
+	}
+	return s.write(m)
+}
+
+// Replace writes m as the manifest under the exclusive lock, whatever the
+// current file holds (even if it is corrupt). For repair.
+func (s *Store) Replace(ctx context.Context, m *Manifest) error {
+	l, err := lockfile.Acquire(ctx, s.lockPath(), true)
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	defer l.Release()
+	return s.write(m)
+}
+
+func (s *Store) read() (*Manifest, error) {
+	f, err := os.Open(s.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", s.Path(), err)
+	}
+	defer f.Close()
+	m, err := Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w (run `imgcache verify --repair` to rebuild it from names/ and blobs/)", s.Path(), err)
+	}
+	return m, nil
+}
+
+func (s *Store) write(m *Manifest) error {
+	m.Version = SchemaVersion
+	// Only ever written under the exclusive lock, so a fixed name is safe; a
+	// crash leaves at most this one file, which the next write truncates.
+	tmp, err := os.OpenFile(s.Path()+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("manifest: %w", classify(err))
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	err = Encode(tmp, m)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.Path())
+	}
+	if err == nil {
+		err = syncDir(s.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("manifest: write %s: %w", s.Path(), classify(err))
+	}
+	return nil
+}
+
+func classify(err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: %w", errdefs.ErrNoSpace, err)
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
