@@ -8,6 +8,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -125,11 +126,20 @@ func Read(r io.Reader) (*Info, error) {
 		manifestOff: -1,
 		indexOff:    -1,
 	}
+	bp := drainBufs.Get().(*[]byte)
+	defer drainBufs.Put(bp)
+	rd.buf = *bp
 	if err := rd.scan(); err != nil {
 		return nil, err
 	}
 	return rd.resolve()
 }
+
+// drainBufs holds the buffers layers are drained through.
+var drainBufs = sync.Pool{New: func() any {
+	b := make([]byte, drainBufSize)
+	return &b
+}}
 
 // countingReader counts the bytes read through it, remembers the first few
 // (to recognise compressed input) and the last error the source returned
@@ -201,6 +211,10 @@ func (rd *reader) scan() error {
 				}
 				return fmt.Errorf("%w: the tar archive has no entries", ErrNotImage)
 			}
+			if rd.cr.n%blockSize != 0 {
+				// archive/tar reads a short padding as a clean end.
+				return fmt.Errorf("%w: the stream ends inside the padding of entry %q at offset %d", ErrTruncated, prev, rd.cr.n)
+			}
 			return nil
 		}
 		if err != nil {
@@ -216,6 +230,11 @@ func (rd *reader) scan() error {
 		}
 		if err := checkLink(name, hdr); err != nil {
 			return err
+		}
+		if isSparse(hdr) {
+			// A sparse entry's holes read as zeros without consuming input:
+			// draining a 2^62-byte hole would never end.
+			return fmt.Errorf("%w: entry %q is a sparse file, which image archives never contain", ErrUnsafe, name)
 		}
 		if _, dup := rd.names[name]; dup {
 			return fmt.Errorf("%w: duplicate entry %q", ErrUnsafe, name)
@@ -280,6 +299,20 @@ func cleanName(name string) (string, error) {
 	return c, nil
 }
 
+// isSparse reports whether hdr is a GNU sparse file (old GNU format or one
+// of the GNU PAX sparse formats).
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
 // checkLink rejects symbolic and hard links whose target lies outside the
 // archive. (`docker save` links shared layers as "../<id>/layer.tar".)
 func checkLink(name string, hdr *tar.Header) error {
@@ -340,9 +373,6 @@ func (rd *reader) dataError(err error, name string, size int64) error {
 
 // drain reads the rest of the current entry.
 func (rd *reader) drain(tr *tar.Reader, name string, size int64) error {
-	if rd.buf == nil {
-		rd.buf = make([]byte, drainBufSize)
-	}
 	for {
 		_, err := tr.Read(rd.buf)
 		if err == io.EOF {

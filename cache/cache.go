@@ -167,9 +167,39 @@ func linkTarget(d digest.Digest) string {
 	return filepath.Join("..", "..", "blobs", "sha256", d.Encoded()+".tar.zst")
 }
 
+// checkName refuses a Name that naming.Parse would not return: its fields
+// are exported, so a caller can build one ("../.." as project) that would
+// lead a link out of the cache.
+func checkName(n naming.Name) error {
+	if _, err := n.MarshalText(); err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+	}
+	return nil
+}
+
+// checkLinkDir refuses a names/<project> that exists but is no directory:
+// a planted symlink there would lead link changes out of the cache.
+func checkLinkDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil || fi.IsDir() {
+		return nil // missing (created later) or a real directory
+	}
+	what := "not a directory"
+	if fi.Mode()&os.ModeSymlink != 0 {
+		what = "a symlink, not a directory"
+	}
+	return fmt.Errorf("%s is %s; left alone (remove it by hand)", dir, what)
+}
+
 // setLink points n's link at d, atomically (new link, then rename over).
 func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
 	p := c.linkPath(n)
+	if err := checkName(n); err != nil {
+		return fmt.Errorf("link %s: %w", p, err)
+	}
+	if err := checkLinkDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("link %s: %w", p, err)
+	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)
 	}
@@ -191,6 +221,12 @@ func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
 // dropLink removes n's link if it is a symlink (never follows it).
 func (c *Cache) dropLink(n naming.Name) error {
 	p := c.linkPath(n)
+	if err := checkName(n); err != nil {
+		return err
+	}
+	if err := checkLinkDir(filepath.Dir(p)); err != nil {
+		return err
+	}
 	fi, err := os.Lstat(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

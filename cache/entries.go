@@ -66,4 +66,3 @@ func (c *Cache) SetPinned(ctx context.Context, n naming.Name, pinned bool) error
 		return nil
 	})
 }
-

@@ -65,6 +65,9 @@ func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResu
 // ingest is the one ingest path: r → (sha256 + zstd → blob) and (tar parser
 // → metadata) concurrently, then publish: blob, manifest entry, link.
 func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend func(*manifest.Entry)) (*PutResult, error) {
+	if err := checkName(n); err != nil {
+		return nil, fmt.Errorf("put: %w", err)
+	}
 	pr, pw := io.Pipe()
 	type parsed struct {
 		info *archive.Info

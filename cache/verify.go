@@ -244,8 +244,17 @@ func (c *Cache) checkLinks(m *manifest.Manifest, selected []*manifest.Entry, all
 	if !all {
 		return
 	}
+	dirs, _ := filepath.Glob(filepath.Join(c.dir, "names", "*"))
+	for _, d := range dirs {
+		if err := checkLinkDir(d); err != nil {
+			rep.add(Problem{Kind: ProblemStrayFile, Path: d, Detail: err.Error()})
+		}
+	}
 	links, _ := filepath.Glob(filepath.Join(c.dir, "names", "*", "*"))
 	for _, p := range links {
+		if checkLinkDir(filepath.Dir(p)) != nil {
+			continue // reported above; what it leads to is not ours
+		}
 		base := filepath.Base(p)
 		name, ok := strings.CutSuffix(base, ".tar.zst")
 		if n, err := naming.Parse(name); ok && err == nil && filepath.Base(filepath.Dir(p)) == n.Project {
@@ -293,7 +302,7 @@ func (c *Cache) rebuildManifest(ctx context.Context, rep *VerifyReport) (*manife
 	for _, p := range links {
 		name := strings.TrimSuffix(filepath.Base(p), ".tar.zst")
 		n, err := naming.Parse(name)
-		if err != nil || filepath.Base(filepath.Dir(p)) != n.Project {
+		if err != nil || filepath.Base(filepath.Dir(p)) != n.Project || checkLinkDir(filepath.Dir(p)) != nil {
 			continue
 		}
 		target, err := os.Readlink(p)

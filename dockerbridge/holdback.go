@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 // ErrHoldBackOverflow is returned when the tail to hold back outgrows the
@@ -65,19 +66,28 @@ func (h *HoldBack) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		// Hold: read into the buffer until src ends.
-		if int64(len(h.held)) >= h.limit {
+		// Hold: read into the buffer until src ends. The buffer grows to
+		// limit+1 bytes: a tail of exactly limit bytes is fine, and the
+		// extra byte shows whether src has more than that.
+		if int64(len(h.held)) > h.limit {
 			h.err = fmt.Errorf("%w (%d bytes)", ErrHoldBackOverflow, h.limit)
 			continue
 		}
-		if cap(h.held)-len(h.held) < 32<<10 {
-			grown := make([]byte, len(h.held), min(int64(2*cap(h.held)+64<<10), h.limit))
+		room := h.limit
+		if room < math.MaxInt64 {
+			room++
+		}
+		if cap(h.held)-len(h.held) < 32<<10 && int64(cap(h.held)) < room {
+			grown := make([]byte, len(h.held), min(int64(2*cap(h.held)+64<<10), room))
 			copy(grown, h.held)
 			h.held = grown
 		}
 		n, err := h.src.Read(h.held[len(h.held):cap(h.held)])
 		h.held = h.held[:len(h.held)+n]
 		h.off += int64(n)
+		if int64(len(h.held)) > h.limit {
+			continue // overflow, even if src ended with these bytes
+		}
 		h.note(err)
 	}
 }

@@ -25,6 +25,7 @@ type cli struct {
 	Quiet       bool             `short:"q" help:"No progress or informational messages on stderr."`
 	LogLevel    string           `help:"Log level on stderr: debug, info, warn, error." env:"IMGCACHE_LOG_LEVEL" default:"warn" enum:"debug,info,warn,error"`
 	Version     kong.VersionFlag `help:"Print the version and exit."`
+	limitFlags  `embed:""`
 
 	Put     putCmd     `cmd:"" help:"Ingest a docker-archive/OCI tarball under NAME; print its digest."`
 	Save    saveCmd    `cmd:"" help:"Stream an image from the Docker daemon into the cache under NAME."`
@@ -36,6 +37,7 @@ type cli struct {
 	Verify  verifyCmd  `cmd:"" help:"Re-hash blobs; check that manifest, blobs and links agree."`
 	Pin     pinCmd     `cmd:"" help:"Keep an entry out of eviction."`
 	Unpin   unpinCmd   `cmd:"" help:"Let gc evict an entry again."`
+	Gc      gcCmd      `cmd:"" help:"Reclaim disk least-recently-used first: --min-free, --max-size, --max-age."`
 }
 
 // env is what every command's Run receives.

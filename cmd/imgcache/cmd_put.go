@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/errdefs"
 )
 
@@ -59,6 +60,9 @@ func (c *putCmd) Run(e *env) error {
 	if res.Replaced != "" {
 		e.log.Info("name moved to new content; the old blob waits for gc", "name", n.String(), "old", res.Replaced)
 	}
+	if err := autoGC(e, ca); err != nil {
+		return err
+	}
 	if c.JSON {
 		return printJSON(e.stdout, res.Entry)
 	}
@@ -89,9 +93,30 @@ func (c *saveCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := autoGC(e, ca); err != nil {
+		return err
+	}
 	if c.JSON {
 		return printJSON(e.stdout, res.Entry)
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	return err
+}
+
+// autoGC runs a gc after an ingest when limits are configured, so a host
+// never fills up between cron runs. Its failure is a warning, not the
+// ingest's failure.
+func autoGC(e *env, ca *cache.Cache) error {
+	if !e.root.limitFlags.set() {
+		return nil
+	}
+	rep, err := ca.GC(e.ctx, cache.GCOptions{Limits: e.root.limitFlags.limits()})
+	if err != nil {
+		e.log.Warn("automatic gc failed", "err", err)
+		return nil
+	}
+	if len(rep.Victims) > 0 {
+		e.log.Info("automatic gc", "freed", rep.Freed, "steps", len(rep.Victims))
+	}
+	return nil
 }

@@ -1,0 +1,37 @@
+# imgcache — `just` lists the recipes.
+
+version := `git describe --tags --always --dirty 2>/dev/null || echo dev`
+
+_help:
+    @just --list
+
+# Build bin/imgcache.
+build:
+    mkdir -p bin
+    go build -ldflags "-X main.version={{version}}" -o bin/imgcache ./cmd/imgcache
+
+# Start a Docker daemon if none answers (installs docker.io when missing).
+dockerd:
+    scripts/dockerd.sh
+
+# Set up and run the main job: daemon, build, make an image, put, ls, get.
+demo:
+    scripts/demo.sh
+
+# Everything CI runs: vet, unit + integration tests with the race detector against a real daemon, short fuzzing.
+test: dockerd lint
+    CI=${CI:-true} go test -race -count=1 -timeout 30m ./...
+    scripts/fuzz.sh 10s
+
+# gofmt and go vet.
+lint:
+    test -z "$(gofmt -l $(git ls-files '*.go'))" || (gofmt -l $(git ls-files '*.go'); exit 1)
+    go vet ./...
+
+# Fuzz every target for longer (default 2m each).
+fuzz time="2m":
+    scripts/fuzz.sh {{time}}
+
+# Benchmark imgcache against plain docker load/save, zstd and sha256sum.
+bench *args: dockerd
+    go run ./bench {{args}}

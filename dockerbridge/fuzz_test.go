@@ -1,0 +1,143 @@
+package dockerbridge
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+)
+
+// chunkedSource hands out data in chunks whose sizes cycle through sizes,
+// fails with errSource once failAt bytes are out (failAt < 0: never), and
+// otherwise ends with io.EOF, together with the last bytes when eofWithData.
+type chunkedSource struct {
+	data        []byte
+	sizes       []byte
+	failAt      int
+	eofWithData bool
+	off, i      int
+}
+
+func (c *chunkedSource) Read(p []byte) (int, error) {
+	end := len(c.data)
+	if c.failAt >= 0 {
+		end = c.failAt
+	}
+	if c.off >= end {
+		if c.failAt >= 0 {
+			return 0, errSource
+		}
+		return 0, io.EOF
+	}
+	n := len(p)
+	if len(c.sizes) > 0 {
+		n = min(n, int(c.sizes[c.i%len(c.sizes)]))
+		c.i++
+	}
+	n = copy(p[:n], c.data[c.off:end])
+	c.off += n
+	if c.off == end && c.failAt < 0 && c.eofWithData {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// FuzzHoldBack checks HoldBack's one promise: bytes at or beyond from reach
+// the consumer only when the source ended with io.EOF, and then the output
+// is exactly the input.
+func FuzzHoldBack(f *testing.F) {
+	f.Add([]byte("hello, world"), int64(5), int64(100), int16(-1), []byte{1, 2, 3}, []byte{1}, false)
+	f.Add([]byte("hello, world"), int64(5), int64(100), int16(12), []byte{}, []byte{4}, true)
+	f.Add([]byte("hello, world"), int64(0), int64(3), int16(-1), []byte{7}, []byte{0, 1}, true)
+	f.Add([]byte("hello, world"), int64(12), int64(0), int16(-1), []byte{}, []byte{}, false)
+	f.Add([]byte("hello, world"), int64(30), int64(0), int16(6), []byte{2}, []byte{3}, false)
+	f.Add(bytes.Repeat([]byte{0xaa}, 5000), int64(1000), int64(4000), int16(-1), []byte{0, 255}, []byte{100}, true)
+	f.Add(bytes.Repeat([]byte{0xaa}, 5000), int64(1000), int64(3999), int16(4999), []byte{13}, []byte{200}, false)
+	f.Add([]byte{}, int64(0), int64(0), int16(0), []byte{}, []byte{}, false)
+
+	f.Fuzz(func(t *testing.T, data []byte, from, limit int64, failAt int16, srcSizes, readSizes []byte, eofWithData bool) {
+		fail := int(failAt)
+		if fail >= 0 {
+			fail %= len(data) + 1
+		} else {
+			fail = -1
+		}
+		if bytes.Count(readSizes, []byte{0}) == len(readSizes) {
+			readSizes = nil // some reads may be empty, not all
+		}
+		src := &chunkedSource{data: data, sizes: srcSizes, failAt: fail, eofWithData: eofWithData}
+		h := NewHoldBack(src, from, limit)
+		var out []byte
+		var err error
+		for i := 0; err == nil; i++ {
+			size := 4096
+			if len(readSizes) > 0 {
+				size = int(readSizes[i%len(readSizes)])
+			}
+			buf := make([]byte, size)
+			var n int
+			n, err = h.Read(buf)
+			if n < 0 || n > size {
+				t.Fatalf("Read returned %d for a %d-byte buffer", n, size)
+			}
+			out = append(out, buf[:n]...)
+			if size == 0 && n == 0 && err == nil {
+				if i > 1000*(len(data)+1) {
+					t.Fatal("only zero-length reads")
+				}
+				continue
+			}
+			if i > 100*(len(data)+10) {
+				t.Fatal("Read never ends")
+			}
+		}
+		if !bytes.Equal(out, data[:len(out)]) {
+			t.Fatal("output is not a prefix of the input")
+		}
+		hold := max(from, 0)
+		srcEnd := int64(len(data)) // where the source stops, cleanly or not
+		if fail >= 0 {
+			srcEnd = int64(fail)
+		}
+		beyond := max(srcEnd-hold, 0) // bytes the source has at or past the hold point
+		switch {
+		case err == io.EOF:
+			if fail >= 0 {
+				t.Fatal("io.EOF from a source that failed")
+			}
+			if !bytes.Equal(out, data) {
+				t.Fatalf("clean end with %d of %d bytes", len(out), len(data))
+			}
+			if limit >= 0 && beyond > limit {
+				t.Fatalf("clean end holding %d bytes, limit %d", beyond, limit)
+			}
+		case errors.Is(err, errSource), errors.Is(err, ErrHoldBackOverflow):
+			// The safety property: a stream that did not end cleanly never
+			// delivers a byte at or past the hold point.
+			if int64(len(out)) > hold {
+				t.Fatalf("failed stream (%v) delivered %d bytes, past the hold point %d", err, len(out), hold)
+			}
+			if errors.Is(err, ErrHoldBackOverflow) {
+				if limit >= 0 && beyond <= limit {
+					t.Fatalf("overflow holding at most %d bytes, limit %d", beyond, limit)
+				}
+				break
+			}
+			if fail < 0 {
+				t.Fatal("source error from a source that did not fail")
+			}
+			if int64(len(out)) != min(int64(fail), hold) {
+				t.Fatalf("source failed after %d bytes, hold point %d: consumer saw %d", fail, hold, len(out))
+			}
+			if limit >= 0 && beyond > limit {
+				t.Fatalf("source error instead of overflow: %d bytes beyond the hold point, limit %d", beyond, limit)
+			}
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+		// The end is sticky.
+		if n, err2 := h.Read(make([]byte, 8)); n != 0 || err2 != err && !errors.Is(err2, err) {
+			t.Fatalf("Read after the end = %d, %v; want 0, %v", n, err2, err)
+		}
+	})
+}

@@ -1,0 +1,185 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+
+	"github.com/imgcache/imgcache/internal/testimage"
+)
+
+var (
+	bin       string         // the imgcache binary under test
+	docker    *client.Client // nil when no daemon answers
+	dockerErr error
+	seed      atomic.Int64 // unique image content per test
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "imgcache-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bin = filepath.Join(dir, "imgcache")
+	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/imgcache")
+	if os.Getenv("E2E_NORACE") != "" {
+		build = exec.Command("go", "build", "-o", bin, "../cmd/imgcache")
+	}
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build imgcache:", err)
+		return 1
+	}
+	docker, dockerErr = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if dockerErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, dockerErr = docker.Ping(ctx)
+		cancel()
+	}
+	seed.Store(time.Now().UnixNano())
+	return m.Run()
+}
+
+// needDocker skips (or, in CI, fails) a test that needs the daemon.
+func needDocker(t *testing.T) {
+	t.Helper()
+	if dockerErr == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI=%s but no Docker daemon answers: %v (scripts/dockerd.sh starts one)", os.Getenv("CI"), dockerErr)
+	}
+	t.Skipf("no Docker daemon: %v (scripts/dockerd.sh starts one)", dockerErr)
+}
+
+// result is one run of the binary.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+}
+
+// imgcache runs the binary against dir.
+func imgcache(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--dir", dir}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run imgcache %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// must runs the binary and fails the test unless it exits 0.
+func must(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	r := imgcache(t, dir, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("imgcache %s: %s", strings.Join(args, " "), r)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+// genImage writes a unique small image tarball and removes its image from the
+// daemon when the test ends.
+func genImage(t *testing.T, o testimage.Options) (string, testimage.Result) {
+	t.Helper()
+	o.Seed = seed.Add(1)
+	if o.Tag == "" {
+		repo := strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return '-'
+		}, strings.ToLower(t.Name()))
+		o.Tag = fmt.Sprintf("imgcache-e2e/%s:%d", strings.Trim(repo, "-"), o.Seed)
+	}
+	p := filepath.Join(t.TempDir(), "image.tar")
+	res, err := testimage.WriteFile(p, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeImage(res.ImageID.String()) })
+	return p, res
+}
+
+func removeImage(id string) {
+	if docker == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	docker.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+}
+
+// inDaemon reports whether the daemon holds the image id or reference.
+func inDaemon(t *testing.T, ref string) bool {
+	t.Helper()
+	_, err := docker.ImageInspect(context.Background(), ref)
+	if err == nil {
+		return true
+	}
+	if client.IsErrNotFound(err) {
+		return false
+	}
+	t.Fatalf("inspect %s: %v", ref, err)
+	return false
+}
+
+// loadsBetween counts the daemon's image load events in [since, until].
+func loadsBetween(t *testing.T, since, until time.Time) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	msgs, errs := docker.Events(ctx, events.ListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Until:   fmt.Sprintf("%d.%09d", until.Unix(), until.Nanosecond()),
+		Filters: filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "load")),
+	})
+	n := 0
+	for {
+		select {
+		case _, ok := <-msgs:
+			if !ok {
+				return n
+			}
+			n++
+		case err := <-errs:
+			if err != nil && !errors.Is(err, context.Canceled) && err.Error() != "EOF" {
+				t.Fatalf("events: %v", err)
+			}
+			return n
+		}
+	}
+}
