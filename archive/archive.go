@@ -30,7 +30,8 @@ const (
 // Image is one image described by an archive.
 type Image struct {
 	// ID is the digest of the image's config blob ("sha256:…"), which is the
-	// image ID a classic (non-containerd) Docker image store reports.
+	// image ID a classic (graphdriver) Docker image store reports. (Docker's
+	// containerd image store reports the manifest or index digest instead.)
 	ID digest.Digest
 	// RepoTags are the image's names. Docker format: manifest.json RepoTags.
 	// OCI format: the io.containerd.image.name annotation, else
@@ -73,9 +74,9 @@ var (
 	// index.json, invalid metadata, or metadata referencing missing files.
 	ErrNotImage = errors.New("not an image archive")
 	// ErrUnsafe: an absolute path, a ".." path element, a link leaving the
-	// archive, a duplicate entry name, an entry too large for its kind, a
-	// blob whose content does not match its digest, or more entries or
-	// metadata than the limits allow.
+	// archive, a duplicate entry name, a sparse file, an entry too large for
+	// its kind, a blob whose content does not match its digest or size, or
+	// more entries, metadata or index nesting than the limits allow.
 	ErrUnsafe = errors.New("unsafe archive")
 )
 
@@ -123,6 +124,8 @@ func Read(r io.Reader) (*Info, error) {
 		retained:    make(map[string][]byte),
 		digests:     make(map[string]digest.Digest),
 		configs:     make(map[string]*parsedConfig),
+		docs:        make(map[string]*ociDoc),
+		manifests:   make(map[string]ociImage),
 		manifestOff: -1,
 		indexOff:    -1,
 	}
@@ -186,7 +189,9 @@ type reader struct {
 	total     int64             // bytes in retained
 	digests   map[string]digest.Digest
 	configs   map[string]*parsedConfig
-	visits    int // OCI descriptors followed
+	docs      map[string]*ociDoc  // parsed OCI indexes and manifests
+	manifests map[string]ociImage // images resolved from OCI manifests
+	visits    int                 // OCI descriptors followed
 
 	manifestOff, indexOff int64
 	buf                   []byte
@@ -223,6 +228,13 @@ func (rd *reader) scan() error {
 		rd.entries++
 		if rd.entries > maxEntries {
 			return fmt.Errorf("%w: more than %d entries", ErrUnsafe, maxEntries)
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			// PAX global header (git archive writes one): metadata, not a file.
+			if err := rd.drain(tr, "pax_global_header", hdr.Size); err != nil {
+				return err
+			}
+			continue
 		}
 		name, err := cleanName(hdr.Name)
 		if err != nil {
@@ -735,9 +747,13 @@ func (rd *reader) walkIndex(idx *ociDoc, what string, depth int, tags []string, 
 			}
 			return err
 		}
-		var doc ociDoc
-		if err := json.Unmarshal(data, &doc); err != nil {
-			return fmt.Errorf("%w: %s (%s) is not valid JSON: %v", ErrNotImage, dWhat, name, err)
+		doc, ok := rd.docs[name]
+		if !ok {
+			doc = new(ociDoc)
+			if err := json.Unmarshal(data, doc); err != nil {
+				return fmt.Errorf("%w: %s (%s) is not valid JSON: %v", ErrNotImage, dWhat, name, err)
+			}
+			rd.docs[name] = doc
 		}
 		mt := d.MediaType
 		if mt == "" {
@@ -756,15 +772,20 @@ func (rd *reader) walkIndex(idx *ociDoc, what string, depth int, tags []string, 
 			if depth+1 > maxIndexDepth {
 				return fmt.Errorf("%w: image indexes nest more than %d levels below index.json (at %s)", ErrUnsafe, maxIndexDepth, dWhat)
 			}
-			if err := rd.walkIndex(&doc, dWhat, depth+1, t, images, skipped); err != nil {
+			if err := rd.walkIndex(doc, dWhat, depth+1, t, images, skipped); err != nil {
 				return err
 			}
 		case mediaTypeOCIManifest, mediaTypeDockerManifest:
-			img, ok, err := rd.imageFromManifest(&doc, dWhat)
-			if err != nil {
-				return err
-			}
+			res, ok := rd.manifests[name]
 			if !ok {
+				res.img, res.ok, err = rd.imageFromManifest(doc, dWhat)
+				if err != nil {
+					return err
+				}
+				rd.manifests[name] = res
+			}
+			img := res.img
+			if !res.ok {
 				if *skipped == nil {
 					*skipped = fmt.Errorf("%w: %s is not a container image (config media type %q)", ErrNotImage, dWhat, doc.Config.MediaType)
 				}
@@ -781,6 +802,12 @@ func (rd *reader) walkIndex(idx *ociDoc, what string, depth int, tags []string, 
 		}
 	}
 	return nil
+}
+
+// ociImage is the result of imageFromManifest, cached per manifest blob.
+type ociImage struct {
+	img Image
+	ok  bool
 }
 
 // imageFromManifest resolves an image manifest's config. ok is false for

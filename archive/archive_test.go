@@ -65,6 +65,9 @@ func buildTar(t testing.TB, trailer bool, entries ...ent) []byte {
 			h.Format = tar.FormatPAX
 			h.PAXRecords = e.pax
 		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			h = &tar.Header{Typeflag: h.Typeflag, Name: h.Name, PAXRecords: e.pax}
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			t.Fatalf("WriteHeader %q: %v", e.name, err)
 		}
@@ -279,7 +282,9 @@ func headerOffsets(t testing.TB, b []byte) (map[string]int64, int64) {
 					}
 				}
 			}
-		case 'g', 'L', 'K':
+		case 'g':
+			start = -1 // a global header applies to what follows; not part of an entry
+		case 'L', 'K':
 		default:
 			if paxPath != "" {
 				name = paxPath
@@ -386,6 +391,10 @@ func TestRead(t *testing.T) {
 	dotB := rewrite(t, dockerB, func(e ent) *ent { e.name = "./" + e.name; return &e }, ent{name: "zz/layer.tar", typ: tar.TypeSymlink, link: "../" + strings.Split(readEntries(t, dockerB)[0].name, "/")[0] + "/layer.tar"})
 	dotB = append(buildTar(t, false, ent{name: "./", typ: tar.TypeDir}), dotB...)
 
+	globalB := append(buildTar(t, false,
+		ent{name: "pax_global_header", typ: tar.TypeXGlobalHeader, pax: map[string]string{"comment": "git archive writes one"}},
+		ent{name: "pax_global_header", typ: tar.TypeXGlobalHeader, pax: map[string]string{"comment": "and another"}},
+	), dockerB...)
 	noTrailerB := dockerB[:len(dockerB)-1024]
 	oneZeroBlockB := dockerB[:len(dockerB)-512]
 	gnuPaddedB := append(slices.Clone(dockerB), make([]byte, 10240-len(dockerB)%10240)...)
@@ -434,6 +443,7 @@ func TestRead(t *testing.T) {
 		{"docker/multiple-images", multiDocker, archive.FormatDocker, []archive.Image{one(resA, "multi/a:1"), one(resB, "multi/b:2")}, "manifest.json", 0},
 		{"oci/multiple-images", multiOCI, archive.FormatOCI, []archive.Image{one(ociResA, "docker.io/multi/a:1"), one(ociResB, "docker.io/multi/b:2")}, "index.json", 0},
 		{"docker/dot-slash-names-and-symlink", dotB, archive.FormatDocker, []archive.Image{one(dockerR, tag)}, "./manifest.json", 0},
+		{"docker/pax-global-headers", globalB, archive.FormatDocker, []archive.Image{one(dockerR, tag)}, "manifest.json", 0},
 		{"docker/no-trailer", noTrailerB, archive.FormatDocker, []archive.Image{one(dockerR, tag)}, "manifest.json", 0},
 		{"docker/one-zero-block", oneZeroBlockB, archive.FormatDocker, []archive.Image{one(dockerR, tag)}, "manifest.json", 0},
 		{"docker/record-padding-not-read", gnuPaddedB, archive.FormatDocker, []archive.Image{one(dockerR, tag)}, "manifest.json", int64(len(dockerB))},

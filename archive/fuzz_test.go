@@ -360,3 +360,39 @@ func TestFuzzCorpus(t *testing.T) {
 		}
 	}
 }
+
+// TestEntrySeeds pins what the FuzzTarEntries seeds expand to, so they keep
+// covering both formats and the error paths.
+func TestEntrySeeds(t *testing.T) {
+	want := []struct {
+		format archive.Format
+		err    error
+	}{
+		{archive.FormatDocker, nil},
+		{archive.FormatDocker, nil},
+		{archive.FormatDocker, nil},
+		{archive.FormatOCI, nil},
+		{"", archive.ErrUnsafe},
+		{"", archive.ErrUnsafe},
+		{"", archive.ErrUnsafe},
+		{"", archive.ErrTruncated},
+		{"", archive.ErrUnsafe},
+		{"", archive.ErrTruncated},
+	}
+	if len(want) != len(entrySeeds) {
+		t.Fatalf("%d seeds, %d expectations", len(entrySeeds), len(want))
+	}
+	for i, s := range entrySeeds {
+		data, _ := expandEntries([]byte(s))
+		info, err := archive.Read(bytes.NewReader(data))
+		if want[i].err != nil {
+			if !errors.Is(err, want[i].err) {
+				t.Errorf("seed %d: error %v, want %v", i, err, want[i].err)
+			}
+			continue
+		}
+		if err != nil || info.Format != want[i].format {
+			t.Errorf("seed %d: %+v, %v; want format %s", i, info, err, want[i].format)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -206,7 +207,9 @@ func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
 	if cur, err := os.Readlink(p); err == nil && cur == linkTarget(d) {
 		return nil
 	}
-	tmp := fmt.Sprintf("%s.tmp-%d", p, os.Getpid())
+	// Unique per call: goroutines of one process (or hosts sharing the
+	// directory) must not share a temp link.
+	tmp := fmt.Sprintf("%s.tmp-%d-%016x", p, os.Getpid(), rand.Uint64())
 	os.Remove(tmp)
 	if err := os.Symlink(linkTarget(d), tmp); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -18,6 +21,7 @@ import (
 // TestConcurrentOperations runs random operations from several goroutines,
 // each with its own Cache on one directory, as separate processes would.
 func TestConcurrentOperations(t *testing.T) {
+	t.Parallel()
 	const (
 		workers = 8
 		ops     = 20
@@ -123,5 +127,68 @@ func TestConcurrentOperations(t *testing.T) {
 	}
 	if len(named) > 0 {
 		t.Errorf("named blobs missing: %v", named)
+	}
+}
+
+// warnings counts the cache's log records at warning level and above.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, msg)
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+
+// TestConcurrentPutsOfOneNameKeepItsLink: puts of one name from several
+// goroutines of one process (an executor using the library, or several
+// hosts whose process IDs collide) must not trip over each other's link
+// updates.
+func TestConcurrentPutsOfOneNameKeepItsLink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a, _ := image(t, "t/x:1", 1)
+	b, _ := image(t, "t/x:1", 2)
+	const name = "capy-ubuntu-25.04-gcc15"
+	w := &warnings{}
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opt := baseOptions(t)
+			opt.Log = slog.New(w)
+			c, err := cache.Open(dir, opt)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for i := range 8 {
+				data := a
+				if (g+i)%2 == 1 {
+					data = b
+				}
+				if _, err := c.Put(context.Background(), naming.MustParse(name), bytes.NewReader(data), int64(len(data))); err != nil {
+					t.Errorf("put: %v", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, m := range w.msgs {
+		t.Errorf("warning: %s", m)
+	}
+	c, _ := openCache(t, dir)
+	e := inspect(t, c, name)
+	if target, _ := os.Readlink(linkPath(c, name)); !strings.Contains(target, e.Digest.Encoded()) {
+		t.Logf("link → %s while the entry names %s (a put's link landed after a later put's)", target, e.Digest)
 	}
 }

@@ -19,6 +19,7 @@ import (
 )
 
 func TestExportIsByteIdentical(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		opt  testimage.Options
@@ -29,6 +30,7 @@ func TestExportIsByteIdentical(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, _ := newCache(t)
 			data, _ := imageOpts(t, tt.opt)
 			const name = "capy-ubuntu-25.04-gcc15"
@@ -55,6 +57,7 @@ func TestExportIsByteIdentical(t *testing.T) {
 }
 
 func TestExportFileFailures(t *testing.T) {
+	t.Parallel()
 	const name = "capy-ubuntu-25.04-gcc15"
 	tests := []struct {
 		name  string
@@ -98,6 +101,7 @@ func TestExportFileFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, _ := newCache(t)
 			data, img := image(t, "t/x:1", 1)
 			put(t, c, name, data)
@@ -135,6 +139,7 @@ func TestExportFileFailures(t *testing.T) {
 }
 
 func TestListInspectAreNotUsesExportIs(t *testing.T) {
+	t.Parallel()
 	c, clk := newCache(t)
 	data, _ := image(t, "t/x:1", 1)
 	const name = "capy-ubuntu-25.04-gcc15"
@@ -186,6 +191,7 @@ func TestListInspectAreNotUsesExportIs(t *testing.T) {
 }
 
 func TestRemove(t *testing.T) {
+	t.Parallel()
 	a, imgA := image(t, "t/a:1", 1)
 	b, imgB := image(t, "t/b:1", 2)
 	all := []string{"capy-ubuntu-25.04-gcc15", "capy-ubuntu-25.04-clang20-asan", "other-debian-13-base"}
@@ -206,6 +212,7 @@ func TestRemove(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, _ := newCache(t)
 			for _, n := range all {
 				put(t, c, n, content[n])

@@ -165,6 +165,11 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 			delete(held, v.Blob)
 		}
 	}
+	evictions := 0
+	for _, v := range plan.Victims {
+		evictions += len(v.Names)
+	}
+	c.count(func(s *Counters) { s.Evictions += int64(evictions); s.BytesReclaimed += rep.Freed + rep.TmpFreed })
 	if n, err := c.blobs.CleanLocks(); err == nil {
 		rep.LocksRemoved = n
 	}

@@ -67,6 +67,7 @@ func victimNames(rep *cache.GCReport) []string {
 }
 
 func TestGCMaxSizeEvictsLeastRecentlyUsedFirst(t *testing.T) {
+	t.Parallel()
 	f0 := newGCFixture(t) // only to learn the sizes; each case builds its own
 	n := f0.names
 	tests := []struct {
@@ -82,6 +83,7 @@ func TestGCMaxSizeEvictsLeastRecentlyUsedFirst(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			f := newGCFixture(t)
 			if f.sum(n...) != f0.sum(n...) {
 				t.Fatal("stored sizes are not deterministic")
@@ -137,6 +139,7 @@ func TestGCMaxSizeEvictsLeastRecentlyUsedFirst(t *testing.T) {
 }
 
 func TestGCReportsRecentEvictions(t *testing.T) {
+	t.Parallel()
 	f := newGCFixture(t)
 	rep := gc(t, f.c, cache.GCOptions{Limits: lru.Limits{MaxSize: f.sum(f.names[0])}, Recent: 150 * time.Minute})
 	// Evicted: names[1] (used 4h ago), names[2] (3h), names[3] (2h ago: recent).
@@ -146,6 +149,7 @@ func TestGCReportsRecentEvictions(t *testing.T) {
 }
 
 func TestGCSharedBlobGoesWithAllItsNames(t *testing.T) {
+	t.Parallel()
 	c, clk := newCache(t)
 	a, imgA := image(t, "t/a:1", 1)
 	b, imgB := image(t, "t/b:1", 2)
@@ -170,6 +174,7 @@ func TestGCSharedBlobGoesWithAllItsNames(t *testing.T) {
 }
 
 func TestGCPinnedNeverEvicted(t *testing.T) {
+	t.Parallel()
 	f := newGCFixture(t)
 	pinned := f.names[1] // the least recently used
 	if err := f.c.SetPinned(t.Context(), mustName(t, pinned), true); err != nil {
@@ -233,6 +238,7 @@ func (s snapshot) equal(o snapshot) bool {
 }
 
 func TestGCDryRunChangesNothing(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		limits lru.Limits
@@ -256,6 +262,7 @@ func TestGCDryRunChangesNothing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			f := newGCFixture(t)
 			if tt.prep != nil {
 				tt.prep(t, f)
@@ -305,6 +312,7 @@ func writeDeadIngest(t *testing.T, c *cache.Cache, id string) (data, lock string
 }
 
 func TestGCSkipsBlobInUse(t *testing.T) {
+	t.Parallel()
 	f := newGCFixture(t)
 	busy := f.names[1] // the least recently used: first to go
 	l, err := lockfile.Acquire(t.Context(), lockPath(f.c, f.digest[busy]), false)
@@ -354,6 +362,7 @@ func TestGCSkipsBlobInUse(t *testing.T) {
 }
 
 func TestGCCleansDeadIngests(t *testing.T) {
+	t.Parallel()
 	c, _ := newCache(t)
 	data, _ := image(t, "t/x:1", 1)
 	put(t, c, "capy-ubuntu-25.04-gcc15", data)
@@ -398,6 +407,7 @@ func TestGCCleansDeadIngests(t *testing.T) {
 }
 
 func TestGCMaxAge(t *testing.T) {
+	t.Parallel()
 	const day = 24 * time.Hour
 	tests := []struct {
 		name    string
@@ -412,6 +422,7 @@ func TestGCMaxAge(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, clk := newCache(t)
 			old, imgOld := image(t, "t/x:1", 1)
 			recent, _ := image(t, "t/x:1", 2)
@@ -455,6 +466,7 @@ func TestGCMaxAge(t *testing.T) {
 }
 
 func TestGCInvalidLimits(t *testing.T) {
+	t.Parallel()
 	c, _ := newCache(t)
 	for _, l := range []lru.Limits{{MaxSize: -1}, {MaxAge: -time.Hour}, {MinFree: 10, TargetFree: 5}, {TargetFree: 5}} {
 		_, err := c.GC(t.Context(), cache.GCOptions{Limits: l})

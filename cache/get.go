@@ -68,6 +68,7 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s: %w", n, e.ImageID, errdefs.ErrRejected)
 	}
 	res.Loaded = true
+	c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += e.Size })
 	return res, c.tagAndTouch(ctx, b, n, e, res)
 }
 
@@ -81,6 +82,7 @@ func (c *Cache) warm(ctx context.Context, b *dockerbridge.Bridge, e manifest.Ent
 		return false, err
 	}
 	n := naming.MustParse(e.Name)
+	c.count(func(s *Counters) { s.WarmHits++ })
 	return true, c.tagAndTouch(ctx, b, n, e, res)
 }
 
@@ -143,6 +145,7 @@ func (c *Cache) verifyBlob(ctx context.Context, n naming.Name, e manifest.Entry)
 
 // quarantine moves a failed blob aside (the caller holds its exclusive lock).
 func (c *Cache) quarantine(n naming.Name, e manifest.Entry, cause error) error {
+	c.count(func(s *Counters) { s.IntegrityFailures++ })
 	dst, qerr := c.blobs.Quarantine(e.Digest)
 	where := "moved to " + dst
 	if qerr != nil {
@@ -189,6 +192,7 @@ func (c *Cache) Export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 		}
 		return e, fmt.Errorf("export %s: %w", n, err)
 	}
+	c.count(func(s *Counters) { s.Exports++ })
 	return e, c.touch(ctx, n, e.Digest)
 }
 

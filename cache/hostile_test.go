@@ -16,6 +16,7 @@ import (
 )
 
 func TestHostileNamesDoNotParse(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{
 		"../x-a-b-c", "a/b-c-d-e", "x-a-b-c/../../y", "/abs-a-b-c", "..-a-b-c", ".-a-b-c",
 		"x-..-b-c", "x-a-b-..", "x-a-b-c/..", "x-a-b-c\x00", "x-a-b-c\\..\\y", "X-a-b-c", "",
@@ -31,6 +32,7 @@ func TestHostileNamesDoNotParse(t *testing.T) {
 // TestHandBuiltNamesAreRefused: naming.Name has exported fields, so a caller
 // can build one that Parse would refuse. Put must not let it reach the disk.
 func TestHandBuiltNamesAreRefused(t *testing.T) {
+	t.Parallel()
 	data, _ := image(t, "t/x:1", 1)
 	for _, tt := range []struct {
 		name string
@@ -43,6 +45,7 @@ func TestHandBuiltNamesAreRefused(t *testing.T) {
 		{"uppercase", naming.Name{Project: "X", Distro: "a", Version: "b", Variant: "c"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "a", "cache")
 			c, _ := openCache(t, dir)
@@ -128,6 +131,7 @@ func plant(t *testing.T, p, target string) {
 }
 
 func TestPlantedLinksOutsideTheCache(t *testing.T) {
+	t.Parallel()
 	const name = "capy-ubuntu-25.04-gcc15"
 	data, img := image(t, "t/x:1", 1)
 	other, otherImg := image(t, "t/x:1", 2)
@@ -182,6 +186,7 @@ func TestPlantedLinksOutsideTheCache(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, _ := newCache(t)
 			o := newOutside(t)
 			put(t, c, name, data)
@@ -218,6 +223,7 @@ func relTo(t *testing.T, from, to string) string {
 }
 
 func TestPlantedStrayLinkOutside(t *testing.T) {
+	t.Parallel()
 	c, _ := newCache(t)
 	o := newOutside(t)
 	data, _ := image(t, "t/x:1", 1)
@@ -235,6 +241,7 @@ func TestPlantedStrayLinkOutside(t *testing.T) {
 // to a directory outside the cache, holding a regular file and a symlink
 // named like the cache's links. Nothing there may change.
 func TestPlantedProjectDirectoryOutside(t *testing.T) {
+	t.Parallel()
 	const name = "capy-ubuntu-25.04-gcc15"
 	data, _ := image(t, "t/x:1", 1)
 	tests := []struct {
@@ -269,6 +276,7 @@ func TestPlantedProjectDirectoryOutside(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, _ := newCache(t)
 			put(t, c, name, data)
 			o := newOutside(t)

@@ -140,6 +140,7 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 	if err != nil {
 		return nil, fmt.Errorf("put %s: %w", n, err)
 	}
+	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
 	if err := c.setLink(n, e.Digest); err != nil {
 		c.opt.Log.Warn("name link not updated; imgcache verify will fix it", "name", n.String(), "err", err)
 	}

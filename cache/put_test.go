@@ -25,6 +25,7 @@ import (
 )
 
 func TestPutRecordsEntry(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		opt  testimage.Options
@@ -38,6 +39,7 @@ func TestPutRecordsEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, clk := newCache(t)
 			data, img := imageOpts(t, tt.opt)
 			want, err := archive.Read(bytes.NewReader(data))
@@ -124,6 +126,7 @@ func TestPutRecordsEntry(t *testing.T) {
 }
 
 func TestPutSameContentTwoNamesIsOneBlob(t *testing.T) {
+	t.Parallel()
 	c, _ := newCache(t)
 	data, img := image(t, "t/x:1", 1)
 	first := put(t, c, "capy-ubuntu-25.04-gcc15", data)
@@ -151,6 +154,7 @@ func TestPutSameContentTwoNamesIsOneBlob(t *testing.T) {
 }
 
 func TestPutReplaceMovesNameAndGCReclaimsOldBlob(t *testing.T) {
+	t.Parallel()
 	c, clk := newCache(t)
 	const name = "capy-ubuntu-25.04-gcc15"
 	old, oldImg := image(t, "t/x:1", 1)
@@ -206,6 +210,7 @@ func TestPutReplaceMovesNameAndGCReclaimsOldBlob(t *testing.T) {
 }
 
 func TestPutKeepsPin(t *testing.T) {
+	t.Parallel()
 	c, _ := newCache(t)
 	const name = "capy-ubuntu-25.04-gcc15"
 	a, _ := image(t, "t/x:1", 1)
@@ -246,6 +251,7 @@ func (r *errReader) Read(p []byte) (int, error) {
 var errBoom = errors.New("boom: the disk under the input went away")
 
 func TestPutBadInputLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
 	good, _ := image(t, "t/x:1", 7)
 	rnd := make([]byte, 64<<10)
 	rand.NewChaCha8([32]byte{1}).Read(rnd)
@@ -295,6 +301,7 @@ func TestPutBadInputLeavesNothingBehind(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			c, _ := newCache(t)
 			ctx := context.Background()
 			if tt.ctx != nil {
@@ -350,6 +357,7 @@ func assertNothingStored(t *testing.T, c *cache.Cache, name string) {
 }
 
 func TestPutBadInputKeepsExistingEntry(t *testing.T) {
+	t.Parallel()
 	c, clk := newCache(t)
 	const name = "capy-ubuntu-25.04-gcc15"
 	good, img := image(t, "t/x:1", 1)

@@ -167,12 +167,24 @@ func (c *Cache) Verify(ctx context.Context, names []naming.Name, repair bool) (*
 			delete(m.Entries, name)
 		}
 	}
-	c.checkLinks(m, selected, all, rep)
-	if all {
-		c.checkBlobs(m, rep)
+	// Links are re-derived from the manifest as it is now, under its lock:
+	// the snapshot above is stale once hashing is done, and a put or remove
+	// that landed meanwhile must not see its link reverted or removed.
+	err = c.update(ctx, func(now *manifest.Manifest) error {
+		c.checkLinks(now, selected, all, rep)
+		if all {
+			c.checkBlobs(now, rep)
+		}
+		return errNoWrite
+	})
+	if err != nil && !errors.Is(err, errNoWrite) {
+		return rep, err
 	}
 	return rep, nil
 }
+
+// errNoWrite ends a manifest update without writing.
+var errNoWrite = errors.New("manifest unchanged")
 
 // hashBlob re-hashes one blob under its shared lock and quarantines it on a
 // mismatch. It returns the uncompressed size.
@@ -196,6 +208,7 @@ func (c *Cache) hashBlob(ctx context.Context, d digest.Digest) (int64, error) {
 		return size, err
 	}
 	// Quarantine under the exclusive lock, unless someone is using it.
+	c.count(func(s *Counters) { s.IntegrityFailures++ })
 	if xl, ok, lerr := c.blobs.TryLock(d, true); lerr == nil && ok {
 		if dst, qerr := c.blobs.Quarantine(d); qerr == nil {
 			err = fmt.Errorf("%w; moved to %s", err, dst)
@@ -215,16 +228,17 @@ func (w ctxWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// checkLinks re-derives the links of the selected entries and, when all
-// entries were selected, removes links no entry accounts for.
+// checkLinks re-derives the links of the selected entries (as m has them)
+// and, when all entries were selected, removes links no entry accounts for.
 func (c *Cache) checkLinks(m *manifest.Manifest, selected []*manifest.Entry, all bool, rep *VerifyReport) {
-	for _, e := range selected {
+	for _, sel := range selected {
+		e := m.Entries[sel.Name]
+		if e == nil {
+			continue // dropped by repair, or removed meanwhile
+		}
 		n, err := naming.Parse(e.Name)
 		if err != nil {
 			continue
-		}
-		if _, ok := m.Entries[e.Name]; !ok {
-			continue // dropped by repair
 		}
 		p := c.linkPath(n)
 		cur, err := os.Readlink(p)

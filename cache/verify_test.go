@@ -2,15 +2,18 @@ package cache_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/internal/lockfile"
 )
 
 // verifyFixture is a cache with three names over two blobs.
@@ -39,6 +42,7 @@ func newVerifyFixture(t *testing.T) *verifyFixture {
 func (f *verifyFixture) digest(name string) digest.Digest { return sha(f.data[name]) }
 
 func TestVerifyCleanCache(t *testing.T) {
+	t.Parallel()
 	f := newVerifyFixture(t)
 	rep := verify(t, f.c, false)
 	if !rep.OK() || len(rep.Problems) != 0 || rep.Failures() != 0 {
@@ -62,6 +66,7 @@ func TestVerifyCleanCache(t *testing.T) {
 }
 
 func TestVerifyFindsAndFixes(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		// damage breaks the fixture and returns the path that must be
@@ -299,6 +304,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			f := newVerifyFixture(t)
 			tt.damage(t, f)
 			rep := verify(t, f.c, tt.repair)
@@ -330,6 +336,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 }
 
 func TestVerifyCorruptManifest(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		corrupt func(orig []byte) []byte
@@ -348,6 +355,7 @@ func TestVerifyCorruptManifest(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			f := newVerifyFixture(t)
 			// Pin one entry: repair cannot recover pins (documented).
 			if err := f.c.SetPinned(t.Context(), mustName(t, f.names[0]), true); err != nil {
@@ -413,6 +421,7 @@ func TestVerifyCorruptManifest(t *testing.T) {
 }
 
 func TestVerifyRepairSkipsUnusableLinks(t *testing.T) {
+	t.Parallel()
 	f := newVerifyFixture(t)
 	// A link whose blob is corrupt, a link to an absolute path, a link
 	// whose name is bad: none may come back as an entry.
@@ -439,5 +448,45 @@ func TestVerifyRepairSkipsUnusableLinks(t *testing.T) {
 		if exists(t, p) {
 			t.Errorf("unusable link %s left behind", p)
 		}
+	}
+}
+
+// TestVerifyDoesNotRevertConcurrentPut: Verify hashes blobs from a snapshot
+// of the manifest; a put that lands meanwhile must not see its fresh link
+// reverted to the old blob, nor removed as a stray.
+func TestVerifyDoesNotRevertConcurrentPut(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c, _ := openCache(t, dir)
+	a, imgA := image(t, "t/x:1", 1)
+	b, imgB := image(t, "t/x:1", 2)
+	put(t, c, "capy-ubuntu-25.04-gcc15", a)
+
+	// Hold a's blob exclusively (as a loading process would): Verify, once
+	// it has read the manifest, waits for it before hashing.
+	l, err := lockfile.Acquire(t.Context(), lockPath(c, imgA.Digest), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *cache.VerifyReport)
+	go func() {
+		v, _ := openCache(t, dir)
+		rep, err := v.Verify(context.Background(), nil, false)
+		if err != nil {
+			t.Errorf("Verify: %v", err)
+		}
+		done <- rep
+	}()
+	time.Sleep(200 * time.Millisecond) // Verify has its snapshot and waits for the lock
+	put(t, c, "capy-ubuntu-25.04-gcc15", b)
+	put(t, c, "capy-ubuntu-25.04-new", b)
+	l.Release()
+	rep := <-done
+	t.Logf("concurrent verify: %s", toJSON(rep.Problems))
+
+	assertLink(t, c, "capy-ubuntu-25.04-gcc15", imgB.Digest)
+	assertLink(t, c, "capy-ubuntu-25.04-new", imgB.Digest)
+	if p := append(problems(rep, cache.ProblemLink), problems(rep, cache.ProblemStrayLink)...); len(p) > 0 {
+		t.Errorf("verify changed links a put had just set: %s", toJSON(p))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -86,12 +87,12 @@ const bigLimit = 1 << 30
 // input, whatever the hold point, the source's chunking and the reader's
 // buffer size.
 func TestHoldBackExact(t *testing.T) {
-	for _, size := range []int{0, 1, 2, 100, 70_000, 300_000} {
+	for _, size := range []int{0, 1, 2, 100, 70_000} {
 		data := randomBytes(size, uint64(size))
 		for _, w := range wrappers {
 			for _, from := range froms(size) {
 				for _, bs := range bufSizes {
-					if size > 1000 && bs < 7 && w.name != "plain" {
+					if size > 1000 && bs < 4096 && (bs != 3 || w.name != "plain") {
 						continue // slow and adds nothing
 					}
 					t.Run(fmt.Sprintf("size=%d/%s/from=%d/buf=%d", size, w.name, from, bs), func(t *testing.T) {
@@ -137,8 +138,9 @@ func TestHoldBackFailure(t *testing.T) {
 		for _, w := range wrappers {
 			for _, from := range froms(size) {
 				for _, bs := range []int{1, 3, 4096, 200 << 10} {
-					if bs < 4 && w.name != "plain" {
-						continue
+					if bs < 4 && (w.name != "plain" || from > 100 && from < size-1) ||
+						strings.Contains(w.name, "OneByte") && tt.k > 1000 && from < size-1 {
+						continue // slow and adds nothing
 					}
 					t.Run(fmt.Sprintf("%s/%s/from=%d/buf=%d", tt.name, w.name, from, bs), func(t *testing.T) {
 						src := w.wrap(&failAfter{data: data, k: tt.k, err: errSource})
@@ -190,6 +192,9 @@ func TestHoldBackLimit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for _, w := range wrappers {
+			if strings.Contains(w.name, "OneByte") && tt.from < size-2000 {
+				continue // slow and adds nothing
+			}
 			t.Run(fmt.Sprintf("%s/%s", tt.name, w.name), func(t *testing.T) {
 				h := NewHoldBack(w.wrap(bytes.NewReader(data)), tt.from, tt.limit)
 				got, err := drain(t, h, 64<<10)

@@ -95,7 +95,7 @@ func TestManyProcesses(t *testing.T) {
 				case "rm":
 					args = []string{"rm", name}
 				case "gc":
-					args = []string{"gc", "--max-size", "40K"}
+					args = []string{"gc", "--max-size", "500K"}
 				case "verify":
 					args = []string{"verify", name}
 				case "ls":

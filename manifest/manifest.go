@@ -31,12 +31,12 @@ type Entry struct {
 	Digest     digest.Digest `json:"digest"`      // sha256 of the uncompressed tar
 	Size       int64         `json:"size"`        // uncompressed tar bytes
 	StoredSize int64         `json:"stored_size"` // compressed bytes on disk
-	Format     string        `json:"format,omitempty"`
-	ImageID    string        `json:"image_id,omitempty"`
+	Format     string        `json:"format"`
+	ImageID    string        `json:"image_id"`
 	RepoTags   []string      `json:"repo_tags,omitempty"`
-	OS         string        `json:"os,omitempty"`
-	Arch       string        `json:"arch,omitempty"`
-	Variant    string        `json:"arch_variant,omitempty"`
+	OS         string        `json:"os"`
+	Arch       string        `json:"arch"`
+	Variant    string        `json:"arch_variant"`
 	// MetadataOffset is where, in the tar, its manifest.json/index.json
 	// starts: a verified load holds back every byte from there until the
 	// digest has matched.
@@ -44,9 +44,9 @@ type Entry struct {
 	Created        time.Time `json:"created,omitzero"` // the image's creation time
 	Added          time.Time `json:"added"`            // when this content was stored under this name
 	LastUsed       time.Time `json:"last_used"`
-	Pinned         bool      `json:"pinned,omitempty"`
-	Base           *Base     `json:"base,omitempty"`
-	Recipe         *Recipe   `json:"recipe,omitempty"`
+	Pinned         bool      `json:"pinned"`
+	Base           *Base     `json:"base"`
+	Recipe         *Recipe   `json:"recipe"`
 }
 
 // Base records what a derived image was built from.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	kongcompletion "github.com/jotaen/kong-completion"
 
 	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/naming"
@@ -38,17 +39,23 @@ type cli struct {
 	Pin     pinCmd     `cmd:"" help:"Keep an entry out of eviction."`
 	Unpin   unpinCmd   `cmd:"" help:"Let gc evict an entry again."`
 	Gc      gcCmd      `cmd:"" help:"Reclaim disk least-recently-used first: --min-free, --max-size, --max-age."`
+	Stats   statsCmd   `cmd:"" help:"Hits, loads, bytes, evictions; --prometheus FILE for node_exporter."`
+	Config  configCmd  `cmd:"" help:"Print the effective settings and where each came from."`
+
+	Completion kongcompletion.Completion `cmd:"" help:"Print shell code that enables tab completion (bash, zsh, fish)."`
 }
 
 // env is what every command's Run receives.
 type env struct {
-	ctx    context.Context
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	root   *cli
-	log    *slog.Logger
-	c      *cache.Cache
+	ctx     context.Context
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	root    *cli
+	log     *slog.Logger
+	c       *cache.Cache
+	sources sources
+	args    []string
 }
 
 // open opens the cache directory named by the flags.
@@ -73,9 +80,6 @@ func (e *env) open() (*cache.Cache, error) {
 	return c, nil
 }
 
-// progress is a hook for progress display on a TTY; none yet.
-func (e *env) progress(label string, total int64, r io.Reader) io.Reader { return r }
-
 // defaultDir is /var/cache/imgcache for root, else the user's cache directory.
 func defaultDir() string {
 	if os.Geteuid() == 0 {
@@ -91,7 +95,14 @@ func defaultDir() string {
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	var root cli
 	exited := -1
+	files, err := loadConfigFiles()
+	if err != nil {
+		fmt.Fprintln(stderr, "imgcache:", err)
+		return exitCode(err)
+	}
+	src := sources{}
 	parser, err := kong.New(&root,
+		kong.Resolvers(resolver(files, src)),
 		kong.Name("imgcache"),
 		kong.Description("A content-addressed cache of Docker image tarballs for CI executors."),
 		kong.UsageOnError(),
@@ -103,6 +114,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "imgcache:", err)
 		return exitFailure
 	}
+	if err := validateConfig(files, parser.Model); err != nil {
+		fmt.Fprintln(stderr, "imgcache:", err)
+		return exitCode(err)
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			if _, ok := r.(exitPanic); !ok {
@@ -111,6 +126,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			code = exited
 		}
 	}()
+	kongcompletion.Register(parser, kongcompletion.WithPredictor("name", namePredictor{}),
+		kongcompletion.WithExitFunc(func(c int) { exited = c; panic(exitPanic{}) }))
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintln(stderr, "imgcache:", err)
@@ -120,7 +137,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if root.Quiet {
 		level = slog.LevelError
 	}
-	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, root: &root,
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, root: &root, sources: src, args: args,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	defer func() {
 		if e.c != nil {

@@ -50,7 +50,7 @@ func ago(now, t time.Time) string {
 }
 
 type inspectCmd struct {
-	Name string `arg:"" help:"Cache name."`
+	Name string `arg:"" help:"Cache name." predictor:"name"`
 	JSON bool   `help:"Print the entry as JSON."`
 }
 
@@ -112,7 +112,7 @@ func stamp(t time.Time) string {
 }
 
 type rmCmd struct {
-	Names []string `arg:"" help:"Cache names to drop."`
+	Names []string `arg:"" help:"Cache names to drop." predictor:"name"`
 }
 
 func (c *rmCmd) Run(e *env) error {
@@ -132,13 +132,13 @@ func (c *rmCmd) Run(e *env) error {
 }
 
 type pinCmd struct {
-	Name string `arg:"" help:"Cache name."`
+	Name string `arg:"" help:"Cache name." predictor:"name"`
 }
 
 func (c *pinCmd) Run(e *env) error { return setPinned(e, c.Name, true) }
 
 type unpinCmd struct {
-	Name string `arg:"" help:"Cache name."`
+	Name string `arg:"" help:"Cache name." predictor:"name"`
 }
 
 func (c *unpinCmd) Run(e *env) error { return setPinned(e, c.Name, false) }

@@ -40,6 +40,24 @@ func (b *byteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
+func (b byteSize) String() string {
+	if b == 0 {
+		return "none"
+	}
+	return units.BytesSize(float64(b))
+}
+
+func (a age) String() string {
+	if a == 0 {
+		return "none"
+	}
+	d := time.Duration(a)
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
 // age parses Go durations plus whole days ("30d", "1d12h").
 type age time.Duration
 

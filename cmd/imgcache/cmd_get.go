@@ -5,7 +5,7 @@ import (
 )
 
 type getCmd struct {
-	Name string `arg:"" help:"Cache name."`
+	Name string `arg:"" help:"Cache name." predictor:"name"`
 	JSON bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
 }
 

@@ -1,0 +1,181 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/imgcache/imgcache/cas"
+	"github.com/imgcache/imgcache/internal/lockfile"
+)
+
+// Counters are the cache's running totals, kept in <dir>/stats.json beside
+// the manifest and guarded by <dir>/stats.lock. They are updated best-effort:
+// a failure to count never fails the operation.
+type Counters struct {
+	WarmHits          int64     `json:"warm_hits"`          // get found the image in the daemon
+	Loads             int64     `json:"loads"`              // get loaded a verified blob
+	Puts              int64     `json:"puts"`               // put and save ingests
+	Exports           int64     `json:"exports"`            // export runs
+	Evictions         int64     `json:"evictions"`          // names dropped by gc
+	IntegrityFailures int64     `json:"integrity_failures"` // blobs that failed verification
+	BytesIngested     int64     `json:"bytes_ingested"`     // uncompressed bytes put or saved
+	BytesLoaded       int64     `json:"bytes_loaded"`       // uncompressed bytes streamed into the daemon
+	BytesReclaimed    int64     `json:"bytes_reclaimed"`    // stored bytes gc deleted (blobs and dead ingests)
+	Since             time.Time `json:"since"`              // when counting began
+}
+
+// StatsReport is the counters plus what the cache holds now.
+type StatsReport struct {
+	Dir         string   `json:"dir"`
+	Counters    Counters `json:"counters"`
+	Entries     int      `json:"entries"`
+	Pinned      int      `json:"pinned"`
+	Blobs       int      `json:"blobs"`
+	StoredBytes int64    `json:"stored_bytes"` // bytes of all blobs on disk
+	RawBytes    int64    `json:"raw_bytes"`    // uncompressed bytes of the blobs entries name
+	Ratio       float64  `json:"compression_ratio"`
+}
+
+func (c *Cache) statsPath() string { return filepath.Join(c.dir, "stats.json") }
+
+// count applies fn to the counters under their lock. Best-effort.
+func (c *Cache) count(fn func(*Counters)) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	l, err := lockfile.Acquire(ctx, filepath.Join(c.dir, "stats.lock"), true)
+	if err != nil {
+		c.opt.Log.Debug("stats not updated", "err", err)
+		return
+	}
+	defer l.Release()
+	cnt := c.readCounters()
+	fn(&cnt)
+	b, _ := json.MarshalIndent(cnt, "", "  ")
+	tmp := c.statsPath() + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		c.opt.Log.Debug("stats not updated", "err", err)
+		return
+	}
+	if err := os.Rename(tmp, c.statsPath()); err != nil {
+		c.opt.Log.Debug("stats not updated", "err", err)
+	}
+}
+
+func (c *Cache) readCounters() Counters {
+	var cnt Counters
+	b, err := os.ReadFile(c.statsPath())
+	if err == nil {
+		err = json.Unmarshal(b, &cnt)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.opt.Log.Warn("stats.json unreadable; counting starts again", "err", err)
+		cnt = Counters{}
+	}
+	if cnt.Since.IsZero() {
+		cnt.Since = c.opt.Now().UTC()
+	}
+	return cnt
+}
+
+// Stats returns the counters and the cache's current contents. Not a use.
+func (c *Cache) Stats(ctx context.Context) (*StatsReport, error) {
+	m, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &StatsReport{Dir: c.dir, Counters: c.readCounters(), Entries: len(m.Entries)}
+	raw := map[string]int64{}
+	for _, e := range m.Entries {
+		raw[e.Digest.String()] = e.Size
+		if e.Pinned {
+			rep.Pinned++
+		}
+	}
+	for _, n := range raw {
+		rep.RawBytes += n
+	}
+	var storedNamed int64
+	err = c.blobs.Walk(func(i cas.Info) error {
+		rep.Blobs++
+		rep.StoredBytes += i.Stored
+		if _, ok := raw[i.Digest.String()]; ok {
+			storedNamed += i.Stored
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if rep.RawBytes > 0 {
+		rep.Ratio = float64(storedNamed) / float64(rep.RawBytes)
+	}
+	return rep, nil
+}
+
+// WritePrometheus writes the report in the Prometheus text exposition format
+// (for node_exporter's textfile collector).
+func WritePrometheus(w io.Writer, r *StatsReport) error {
+	label := fmt.Sprintf(`{dir=%q}`, r.Dir)
+	type metric struct {
+		name, kind, help string
+		value            float64
+	}
+	c := r.Counters
+	ms := []metric{
+		{"imgcache_warm_hits_total", "counter", "get calls that found the image already in the daemon", float64(c.WarmHits)},
+		{"imgcache_loads_total", "counter", "verified loads of a blob into the daemon", float64(c.Loads)},
+		{"imgcache_puts_total", "counter", "images ingested by put or save", float64(c.Puts)},
+		{"imgcache_exports_total", "counter", "exports of an original tar", float64(c.Exports)},
+		{"imgcache_evictions_total", "counter", "names evicted by gc", float64(c.Evictions)},
+		{"imgcache_integrity_failures_total", "counter", "blobs that failed verification", float64(c.IntegrityFailures)},
+		{"imgcache_ingested_bytes_total", "counter", "uncompressed bytes ingested", float64(c.BytesIngested)},
+		{"imgcache_loaded_bytes_total", "counter", "uncompressed bytes streamed into the daemon", float64(c.BytesLoaded)},
+		{"imgcache_reclaimed_bytes_total", "counter", "stored bytes reclaimed by gc", float64(c.BytesReclaimed)},
+		{"imgcache_entries", "gauge", "names in the cache", float64(r.Entries)},
+		{"imgcache_pinned_entries", "gauge", "pinned names", float64(r.Pinned)},
+		{"imgcache_blobs", "gauge", "blobs on disk", float64(r.Blobs)},
+		{"imgcache_stored_bytes", "gauge", "bytes of all blobs on disk", float64(r.StoredBytes)},
+		{"imgcache_raw_bytes", "gauge", "uncompressed bytes of the named blobs", float64(r.RawBytes)},
+		{"imgcache_compression_ratio", "gauge", "stored bytes over raw bytes of the named blobs", r.Ratio},
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
+	var b strings.Builder
+	for _, m := range ms {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %v\n", m.name, m.help, m.name, m.kind, m.name, label, m.value)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WritePrometheusFile writes the report to path atomically (temp file in the
+// same directory, then rename), as the textfile collector requires.
+func WritePrometheusFile(path string, r *StatsReport) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("prometheus file: %w", err)
+	}
+	defer os.Remove(f.Name())
+	err = WritePrometheus(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("prometheus file %s: %w", path, err)
+	}
+	return nil
+}
