@@ -187,10 +187,14 @@ func TestPlantedLinksOutsideTheCache(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, _ := newCache(t)
 			o := newOutside(t)
-			put(t, c, name, data)
-			for _, target := range []string{o.file, relTo(t, filepath.Dir(linkPath(c, name)), o.file)} {
+			for _, abs := range []bool{true, false} {
+				c, _ := newCache(t)
+				put(t, c, name, data)
+				target := o.file
+				if !abs {
+					target = relTo(t, filepath.Dir(linkPath(c, name)), o.file)
+				}
 				plant(t, linkPath(c, name), target)
 				kept := tt.act(t, c, o)
 				o.assertUntouched(t)
@@ -205,9 +209,6 @@ func TestPlantedLinksOutsideTheCache(t *testing.T) {
 						t.Errorf("planted link left in place → %s", target)
 					}
 				}
-				// Back to a sane state for the next target.
-				c, _ = newCache(t)
-				put(t, c, name, data)
 			}
 		})
 	}

@@ -152,13 +152,13 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 	defer tmp.discard()
 
 	h := digest.Canonical.Digester()
-	enc, err := zstd.NewWriter(tmp.f, zstd.WithEncoderLevel(s.level), zstd.WithEncoderCRC(true))
+	enc, err := newParallelEncoder(tmp.f, s.level)
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
 	n, err := copyCtx(ctx, io.MultiWriter(h.Hash(), enc), r)
 	if err != nil {
-		enc.Close()
+		enc.Abort()
 		return nil, fmt.Errorf("ingest after %d bytes: %w", n, classify(err))
 	}
 	if err := enc.Close(); err != nil {

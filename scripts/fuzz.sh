@@ -8,6 +8,6 @@ time=${1:-15s}
 for pkg in $(go list ./...); do
   for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
     echo "fuzz: $pkg $target for $time" >&2
-    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$time" "$pkg" 2>&1 | tail -n 3
+    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$time" -fuzzminimizetime=5s "$pkg" 2>&1 | tail -n 3
   done
 done
