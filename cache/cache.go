@@ -129,6 +129,14 @@ func (c *Cache) update(ctx context.Context, fn func(*manifest.Manifest) error) e
 	return c.man.Update(lctx, fn)
 }
 
+// updateThen is update with the links (or other derived state) changed in
+// then, under the same lock, right after the manifest was written.
+func (c *Cache) updateThen(ctx context.Context, fn func(*manifest.Manifest) error, then func(*manifest.Manifest)) error {
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	return c.man.UpdateThen(lctx, fn, then)
+}
+
 // notFound is the error for a name the manifest does not hold.
 func notFound(n naming.Name) error {
 	return fmt.Errorf("no entry named %q: %w (imgcache ls lists the cache)", n, errdefs.ErrNotFound)

@@ -29,7 +29,7 @@ func (c *Cache) Inspect(ctx context.Context, n naming.Name) (manifest.Entry, err
 // Remove drops the names (all or nothing: an unknown name changes nothing).
 // Their blobs stay until gc finds nobody names them.
 func (c *Cache) Remove(ctx context.Context, names ...naming.Name) error {
-	err := c.update(ctx, func(m *manifest.Manifest) error {
+	return c.updateThen(ctx, func(m *manifest.Manifest) error {
 		var missing []error
 		for _, n := range names {
 			if _, ok := m.Entries[n.String()]; !ok {
@@ -43,16 +43,13 @@ func (c *Cache) Remove(ctx context.Context, names ...naming.Name) error {
 			delete(m.Entries, n.String())
 		}
 		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if err := c.dropLink(n); err != nil {
-			c.opt.Log.Warn("name link not removed; imgcache verify will fix it", "name", n.String(), "err", err)
+	}, func(*manifest.Manifest) {
+		for _, n := range names {
+			if err := c.dropLink(n); err != nil {
+				c.opt.Log.Warn("name link not removed; imgcache verify will fix it", "name", n.String(), "err", err)
+			}
 		}
-	}
-	return nil
+	})
 }
 
 // SetPinned pins or unpins n: a pinned entry is never evicted by gc.

@@ -119,7 +119,13 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		if err != nil {
 			return nil, err
 		}
-	} else if err := c.update(ctx, decide); err != nil {
+	} else if err := c.updateThen(ctx, decide, func(*manifest.Manifest) {
+		for name := range evicted {
+			if n, err := naming.Parse(name); err == nil {
+				c.dropLink(n)
+			}
+		}
+	}); err != nil {
 		return nil, err
 	}
 
@@ -146,11 +152,6 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	}
 
 	for _, v := range plan.Victims {
-		for _, name := range v.Names {
-			if n, err := naming.Parse(name); err == nil {
-				c.dropLink(n)
-			}
-		}
 		if v.Blob == "" {
 			continue
 		}

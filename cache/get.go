@@ -212,7 +212,13 @@ func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (man
 		err = cerr
 	}
 	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
 		err = os.Rename(f.Name(), path)
+	}
+	if err == nil {
+		err = syncDir(dir)
 	}
 	return e, err
 }

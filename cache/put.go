@@ -124,7 +124,7 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 		amend(&e)
 	}
 	res := &PutResult{Entry: e, Deduplicated: in.Deduplicated}
-	err = c.update(ctx, func(m *manifest.Manifest) error {
+	err = c.updateThen(ctx, func(m *manifest.Manifest) error {
 		if old, ok := m.Entries[e.Name]; ok {
 			e.Pinned = old.Pinned
 			if old.Digest != e.Digest {
@@ -136,14 +136,15 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 		res.Entry = e
 		m.Entries[e.Name] = &e
 		return nil
+	}, func(*manifest.Manifest) {
+		if err := c.setLink(n, e.Digest); err != nil {
+			c.opt.Log.Warn("name link not updated; imgcache verify will fix it", "name", n.String(), "err", err)
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("put %s: %w", n, err)
 	}
 	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
-	if err := c.setLink(n, e.Digest); err != nil {
-		c.opt.Log.Warn("name link not updated; imgcache verify will fix it", "name", n.String(), "err", err)
-	}
 	return res, nil
 }
 

@@ -85,7 +85,7 @@ func (r *VerifyReport) add(p Problem) { r.Problems = append(r.Problems, p) }
 func (c *Cache) Verify(ctx context.Context, names []naming.Name, repair bool) (*VerifyReport, error) {
 	rep := &VerifyReport{Problems: []Problem{}}
 	m, err := c.load(ctx)
-	if errors.Is(err, errdefs.ErrCorrupt) {
+	if errors.Is(err, errdefs.ErrCorrupt) && !errors.Is(err, manifest.ErrNewerSchema) {
 		if !repair {
 			rep.add(Problem{Kind: ProblemManifest, Path: c.man.Path(), Detail: err.Error()})
 			return rep, nil

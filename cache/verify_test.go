@@ -3,6 +3,7 @@ package cache_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/internal/lockfile"
+	"github.com/imgcache/imgcache/manifest"
 )
 
 // verifyFixture is a cache with three names over two blobs.
@@ -345,8 +347,8 @@ func TestVerifyCorruptManifest(t *testing.T) {
 		{"empty file", func([]byte) []byte { return nil }},
 		{"invalid JSON", func([]byte) []byte { return []byte("{\"version\": 1, \"entries\": {,,}") }},
 		{"not JSON at all", func([]byte) []byte { return []byte("\x00\x01garbage") }},
-		{"version 99", func(orig []byte) []byte {
-			return bytes.Replace(orig, []byte(`"version": 1`), []byte(`"version": 99`), 1)
+		{"version 0", func(orig []byte) []byte {
+			return bytes.Replace(orig, []byte(`"version": 1`), []byte(`"version": 0`), 1)
 		}},
 		{"no version", func(orig []byte) []byte {
 			return bytes.Replace(orig, []byte(`"version": 1,`), nil, 1)
@@ -488,5 +490,25 @@ func TestVerifyDoesNotRevertConcurrentPut(t *testing.T) {
 	assertLink(t, c, "capy-ubuntu-25.04-new", imgB.Digest)
 	if p := append(problems(rep, cache.ProblemLink), problems(rep, cache.ProblemStrayLink)...); len(p) > 0 {
 		t.Errorf("verify changed links a put had just set: %s", toJSON(p))
+	}
+}
+
+// A manifest from a newer imgcache is not corrupt: verify and repair refuse
+// to touch it and say to upgrade.
+func TestVerifyRefusesNewerSchema(t *testing.T) {
+	f := newVerifyFixture(t)
+	mpath := filepath.Join(f.c.Dir(), "manifest.json")
+	newer := bytes.Replace(readFile(t, mpath), []byte(`"version": 1`), []byte(`"version": 99`), 1)
+	if err := os.WriteFile(mpath, newer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, repair := range []bool{false, true} {
+		_, err := f.c.Verify(t.Context(), nil, repair)
+		if !errors.Is(err, manifest.ErrNewerSchema) || !strings.Contains(err.Error(), "upgrade imgcache") || strings.Contains(err.Error(), "--repair") {
+			t.Fatalf("Verify(repair=%v) of a newer manifest: %v", repair, err)
+		}
+		if got := readFile(t, mpath); !bytes.Equal(got, newer) {
+			t.Fatalf("Verify(repair=%v) changed a newer manifest", repair)
+		}
 	}
 }

@@ -22,6 +22,10 @@ import (
 // SchemaVersion is the manifest schema this code reads and writes.
 const SchemaVersion = 1
 
+// ErrNewerSchema: the manifest was written by a newer imgcache. Repair must
+// not overwrite it; upgrading imgcache is the fix.
+var ErrNewerSchema = errors.New("manifest written by a newer imgcache")
+
 // MaxFileSize bounds manifest.json; a larger file is refused as corrupt.
 const MaxFileSize = 256 << 20
 
@@ -113,6 +117,9 @@ func Decode(r io.Reader) (*Manifest, error) {
 	if probe.Version == nil {
 		return nil, fmt.Errorf("%w: no schema version", errdefs.ErrCorrupt)
 	}
+	if *probe.Version > SchemaVersion {
+		return nil, fmt.Errorf("%w: %w: schema version %d, this imgcache reads version %d: upgrade imgcache", errdefs.ErrCorrupt, ErrNewerSchema, *probe.Version, SchemaVersion)
+	}
 	if *probe.Version != SchemaVersion {
 		return nil, fmt.Errorf("%w: schema version %d, this imgcache reads version %d (upgrade imgcache, or rebuild with verify --repair)", errdefs.ErrCorrupt, *probe.Version, SchemaVersion)
 	}
@@ -184,6 +191,13 @@ func (s *Store) Load(ctx context.Context) (*Manifest, error) {
 // fn returns nil, writes the result atomically and durably. When fn returns
 // an error nothing is written and that error is returned. fn must be quick.
 func (s *Store) Update(ctx context.Context, fn func(*Manifest) error) error {
+	return s.UpdateThen(ctx, fn, nil)
+}
+
+// UpdateThen is Update, and once the new manifest is written, runs then
+// while still holding the lock, so that state derived from the manifest (the
+// name links) changes in the same order as the manifest itself.
+func (s *Store) UpdateThen(ctx context.Context, fn func(*Manifest) error, then func(*Manifest)) error {
 	l, err := lockfile.Acquire(ctx, s.lockPath(), true)
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
@@ -196,7 +210,13 @@ func (s *Store) Update(ctx context.Context, fn func(*Manifest) error) error {
 	if err := fn(m); err != nil {
 		return err
 	}
-	return s.write(m)
+	if err := s.write(m); err != nil {
+		return err
+	}
+	if then != nil {
+		then(m)
+	}
+	return nil
 }
 
 // Replace writes m as the manifest under the exclusive lock, whatever the
@@ -220,6 +240,9 @@ func (s *Store) read() (*Manifest, error) {
 	}
 	defer f.Close()
 	m, err := Decode(f)
+	if errors.Is(err, ErrNewerSchema) {
+		return nil, fmt.Errorf("manifest %s: %w", s.Path(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w (run `imgcache verify --repair` to rebuild it from names/ and blobs/)", s.Path(), err)
 	}

@@ -225,10 +225,7 @@ func (s *spaces) Read(p []byte) (int, error) {
 	if int64(len(p)) > s.n {
 		p = p[:s.n]
 	}
-	n := 0
-	for n < len(p) {
-		n += copy(p[n:], spaceBlock)
-	}
+	n := len(p)
 	s.n -= int64(n)
 	return n, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -11,15 +12,16 @@ import (
 // Exit codes: part of the contract, documented in the README.
 const (
 	exitOK        = 0
-	exitFailure   = 1 // anything not listed below
-	exitUsage     = 2 // bad flags, arguments, names or input files
-	exitNotFound  = 3 // no such name, blob or image
-	exitIntegrity = 4 // content does not match its digest; metadata corrupt
-	exitDaemon    = 5 // Docker daemon unreachable or too old
-	exitLocked    = 6 // a lock wait timed out (--lock-timeout) or was interrupted
-	exitNoSpace   = 7 // the filesystem is full
-	exitRejected  = 8 // the daemon refused the image (platform, bad archive, conflict)
-	exitShort     = 9 // gc --strict could not reach its target; verify found problems
+	exitFailure   = 1   // anything not listed below
+	exitUsage     = 2   // bad flags, arguments, names or input files
+	exitNotFound  = 3   // no such name, blob or image
+	exitIntegrity = 4   // content does not match its digest; metadata corrupt
+	exitDaemon    = 5   // Docker daemon unreachable or too old
+	exitLocked    = 6   // a lock wait timed out (--lock-timeout) or was interrupted
+	exitNoSpace   = 7   // the filesystem is full
+	exitRejected  = 8   // the daemon refused the image (platform, bad archive, conflict)
+	exitShort     = 9   // gc --strict could not reach its target; verify found problems
+	exitCanceled  = 130 // interrupted (Ctrl-C, SIGTERM), as shells report SIGINT
 )
 
 // exitCode maps an error to its exit code. This is the only place that does.
@@ -27,6 +29,8 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, context.Canceled):
+		return exitCanceled
 	case errors.Is(err, errdefs.ErrIntegrity), errors.Is(err, errdefs.ErrCorrupt):
 		return exitIntegrity
 	case errors.Is(err, errdefs.ErrNoSpace):
