@@ -42,6 +42,7 @@ var (
 	level   = flag.Int("level", 0, "zstd level for imgcache (0: its default)")
 	jsonOut = flag.String("json", "bench/results/latest.json", "where to write the JSON results")
 	only    = flag.String("only", "", "comma-separated subset: put,save,cold,warm,contention")
+	gcN     = flag.Int("gc-entries", 0, "instead: time gc, ls and verify on a synthetic cache of this many entries")
 )
 
 func main() {
@@ -95,6 +96,9 @@ func run(ctx context.Context) error {
 	bin := filepath.Join(*work, "imgcache")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/imgcache").CombinedOutput(); err != nil {
 		return fmt.Errorf("build: %v: %s", err, out)
+	}
+	if *gcN > 0 {
+		return gcBench(bin, *gcN)
 	}
 	raw := filepath.Join(*work, "image.tar")
 	if err := ensureImage(ctx, raw); err != nil {

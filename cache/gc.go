@@ -156,7 +156,7 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 			continue
 		}
 		d := digest.Digest(v.Blob)
-		if err := c.blobs.Delete(d); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err := c.blobs.DeleteNoSync(d); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			c.opt.Log.Warn("blob not deleted; the next gc retries", "blob", v.Blob, "err", err)
 			continue
 		}
@@ -164,6 +164,11 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		if l := held[v.Blob]; l != nil {
 			l.Remove()
 			delete(held, v.Blob)
+		}
+	}
+	if rep.Freed > 0 {
+		if err := c.blobs.Sync(); err != nil {
+			c.opt.Log.Warn("fsync of blobs/ failed", "err", err)
 		}
 	}
 	evictions := 0

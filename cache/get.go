@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/imgcache/imgcache/dockerbridge"
@@ -44,8 +45,12 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 	if ok, err := c.warm(ctx, b, e, res); ok || err != nil {
 		return res, err
 	}
-	if os, arch := b.Platform(); (e.OS != "" && e.OS != os) || (e.Arch != "" && e.Arch != arch) {
-		return nil, fmt.Errorf("%s is an image for %s/%s, the Docker daemon runs %s/%s: %w (put an image built for %s/%s under this name)", n, e.OS, e.Arch, os, arch, errdefs.ErrRejected, os, arch)
+	dos, darch, err := b.Platform(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if (e.OS != "" && e.OS != dos) || (e.Arch != "" && e.Arch != darch) {
+		return nil, fmt.Errorf("%s is an image for %s/%s, the Docker daemon runs %s/%s: %w (put an image built for %s/%s under this name)", n, e.OS, e.Arch, dos, darch, errdefs.ErrRejected, dos, darch)
 	}
 
 	lctx, cancel := c.lockCtx(ctx)
@@ -62,14 +67,15 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 	if err := c.verifiedLoad(ctx, b, n, e); err != nil {
 		return nil, err
 	}
-	if ok, err := b.Has(ctx, e.ImageID); err != nil {
-		return nil, err
-	} else if !ok {
+	img, err := b.Inspect(ctx, e.ImageID)
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s: %w", n, e.ImageID, errdefs.ErrRejected)
+	} else if err != nil {
+		return nil, err
 	}
 	res.Loaded = true
 	c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += e.Size })
-	return res, c.tagAndTouch(ctx, b, n, e, res)
+	return res, c.tagAndTouch(ctx, b, n, e, img, res)
 }
 
 // warm tags and returns true when the image is in the daemon already.
@@ -77,17 +83,24 @@ func (c *Cache) warm(ctx context.Context, b *dockerbridge.Bridge, e manifest.Ent
 	if e.ImageID == "" {
 		return false, nil
 	}
-	ok, err := b.Has(ctx, e.ImageID)
-	if err != nil || !ok {
+	img, err := b.Inspect(ctx, e.ImageID)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
 		return false, err
 	}
 	n := naming.MustParse(e.Name)
 	c.count(func(s *Counters) { s.WarmHits++ })
-	return true, c.tagAndTouch(ctx, b, n, e, res)
+	return true, c.tagAndTouch(ctx, b, n, e, img, res)
 }
 
-func (c *Cache) tagAndTouch(ctx context.Context, b *dockerbridge.Bridge, n naming.Name, e manifest.Entry, res *GetResult) error {
+// tagAndTouch makes sure both refs name the image (tagging only what is
+// missing) and records the use.
+func (c *Cache) tagAndTouch(ctx context.Context, b *dockerbridge.Bridge, n naming.Name, e manifest.Entry, img dockerbridge.Image, res *GetResult) error {
 	for _, ref := range []string{res.Ref, res.Latest} {
+		if slices.Contains(img.RepoTags, ref) || slices.Contains(img.RepoTags, "docker.io/"+ref) {
+			continue
+		}
 		if err := b.Tag(ctx, e.ImageID, ref); err != nil {
 			return fmt.Errorf("get %s: %w", n, err)
 		}

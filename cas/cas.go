@@ -318,8 +318,22 @@ func (s *Store) CleanLocks() (removed int, err error) {
 	return removed, nil
 }
 
-// Delete removes the blob. The caller must hold its exclusive lock.
+// Delete removes the blob and fsyncs the directory. The caller must hold its
+// exclusive lock.
 func (s *Store) Delete(d digest.Digest) error {
+	if err := s.DeleteNoSync(d); err != nil {
+		return err
+	}
+	return s.Sync()
+}
+
+// Sync fsyncs the blob directory, making earlier DeleteNoSync calls durable.
+func (s *Store) Sync() error { return syncDir(s.blobDir()) }
+
+// DeleteNoSync removes the blob without fsyncing the directory, for batches
+// that call Sync once at the end. A crash may bring such a blob back; it is
+// then unreferenced and the next gc deletes it again.
+func (s *Store) DeleteNoSync(d digest.Digest) error {
 	p, err := s.BlobPath(d)
 	if err != nil {
 		return err
@@ -330,7 +344,7 @@ func (s *Store) Delete(d digest.Digest) error {
 		}
 		return fmt.Errorf("delete blob %s: %w", d, err)
 	}
-	return syncDir(s.blobDir())
+	return nil
 }
 
 // Quarantine moves a blob that failed verification to quarantine/, where it

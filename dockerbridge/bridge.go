@@ -39,15 +39,17 @@ func Connect(ctx context.Context) (*Bridge, error) {
 	b := &Bridge{cli: cli, host: cli.DaemonHost()}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	v, err := cli.ServerVersion(pctx)
+	// One round trip: the ping negotiates the API version.
+	p, err := cli.Ping(pctx)
 	if err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("%w: cannot reach the Docker daemon at %s: %w (start it, e.g. scripts/dockerd.sh, or set DOCKER_HOST)", ourerr.ErrDaemon, b.host, err)
 	}
-	b.api, b.os, b.arch = cli.ClientVersion(), v.Os, v.Arch
-	if versionLess(v.APIVersion, MinAPIVersion) {
+	cli.NegotiateAPIVersionPing(p)
+	b.api = cli.ClientVersion()
+	if p.APIVersion == "" || versionLess(p.APIVersion, MinAPIVersion) {
 		cli.Close()
-		return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %s (Docker %s); imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, v.APIVersion, v.Version, MinAPIVersion)
+		return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %q; imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, p.APIVersion, MinAPIVersion)
 	}
 	return b, nil
 }
@@ -58,8 +60,18 @@ func (b *Bridge) Close() error { return b.cli.Close() }
 // APIVersion is the negotiated API version.
 func (b *Bridge) APIVersion() string { return b.api }
 
-// Platform is the daemon's OS and architecture in Go/OCI terms ("linux", "amd64").
-func (b *Bridge) Platform() (os, arch string) { return b.os, b.arch }
+// Platform is the daemon's OS and architecture in Go/OCI terms ("linux",
+// "amd64"), asked on first use (the warm path never needs it).
+func (b *Bridge) Platform(ctx context.Context) (os, arch string, err error) {
+	if b.arch == "" {
+		v, err := b.cli.ServerVersion(ctx)
+		if err != nil {
+			return "", "", b.wrap(err, "docker version")
+		}
+		b.os, b.arch = v.Os, v.Arch
+	}
+	return b.os, b.arch, nil
+}
 
 // Image is what the daemon reports about one image.
 type Image struct {

@@ -1,0 +1,388 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/imgcache/imgcache/builder"
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/manifest"
+	"github.com/imgcache/imgcache/naming"
+)
+
+// RebuildOptions tune a Rebuild.
+type RebuildOptions struct {
+	// Jobs is the most builds run at once (default 1).
+	Jobs int
+	// Force rebuilds the named entries even when they are up to date, and
+	// without the daemon's layer cache.
+	Force bool
+	// MaxAge > 0 also makes entries built longer ago than this outdated.
+	MaxAge time.Duration
+	// Output receives every build's output, each line prefixed "[name] ".
+	Output io.Writer
+	// OnQueue receives the build queue's reports (queue positions, starts,
+	// ends). Calls are serialized.
+	OnQueue func(builder.Status)
+	// OnResult receives each name's outcome as soon as it is known. Calls
+	// are serialized.
+	OnResult func(RebuildResult)
+}
+
+// The outcomes of one name in a Rebuild.
+const (
+	Rebuilt = "rebuilt"
+	Skipped = "skipped"
+	Failed  = "failed"
+)
+
+// RebuildResult is one name's outcome.
+type RebuildResult struct {
+	Name       string   `json:"name"`
+	Status     string   `json:"status"` // rebuilt, skipped, failed
+	Digest     string   `json:"digest,omitempty"`
+	Base       string   `json:"base,omitempty"`
+	BaseDigest string   `json:"base_digest,omitempty"`
+	Reasons    []string `json:"reasons,omitempty"` // why it was outdated (builder reason kinds; "forced")
+	Waited     bool     `json:"waited,omitempty"`  // another process was building it; this one waited
+	Detail     string   `json:"detail,omitempty"`  // why it was skipped
+	Error      string   `json:"error,omitempty"`
+	err        error
+}
+
+// RebuildReport says what a Rebuild did.
+type RebuildReport struct {
+	// Order is the build order the targets were scheduled in: levels,
+	// bases first.
+	Order [][]string `json:"order"`
+	// Results are the outcomes, skipped names first, then in the order the
+	// builds finished.
+	Results []RebuildResult `json:"results"`
+}
+
+// Rebuild rebuilds names from their recorded recipes or, when names is
+// empty, every outdated entry that can be rebuilt (see Outdated; entries
+// whose base is gone are skipped). A named entry that is up to date is
+// skipped unless opt.Force; its outdated ancestors are rebuilt first.
+//
+// The targets form a dependency graph (each name's base); builds run bases
+// first, a name starting as soon as the build of its nearest ancestor among
+// the targets has finished, at most opt.Jobs at once. A cycle is an error
+// wrapping errdefs.ErrInvalid and nothing is built. A name whose base failed
+// fails without building. Each build takes the name's build lock (see
+// Build): a name another process is building is waited for, and when that
+// build leaves it fresh it is reported as skipped, not built twice.
+//
+// The error joins the failures (the report is returned too).
+func (c *Cache) Rebuild(ctx context.Context, names []naming.Name, opt RebuildOptions) (*RebuildReport, error) {
+	start := c.opt.Now()
+	m, err := c.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stale := map[string]builder.Stale{}
+	for _, s := range builder.Outdated(infos(m), start, opt.MaxAge) {
+		stale[s.Name] = s
+	}
+	baseOf := map[string]string{}
+	for name, e := range m.Entries {
+		if e.Base != nil {
+			baseOf[name] = e.Base.Name
+		}
+	}
+	rebuildable := func(name string) bool {
+		e := m.Entries[name]
+		return e != nil && e.Base != nil && e.Recipe != nil
+	}
+	rep := &RebuildReport{Order: [][]string{}, Results: []RebuildResult{}}
+	targets := map[string][]string{} // name → reasons
+	if len(names) == 0 {
+		for _, name := range slices.Sorted(maps.Keys(stale)) {
+			s := stale[name]
+			switch {
+			case !s.Rebuildable():
+				rep.Results = append(rep.Results, RebuildResult{Name: name, Status: Skipped, Base: s.Base, Detail: "its base " + s.Base + " is not in the cache"})
+			case !rebuildable(name):
+				rep.Results = append(rep.Results, RebuildResult{Name: name, Status: Skipped, Base: s.Base, Detail: "no recorded recipe"})
+			default:
+				targets[name] = reasonKinds(s)
+			}
+		}
+	} else {
+		for _, n := range names {
+			name := n.String()
+			e, ok := m.Entries[name]
+			if !ok {
+				return nil, notFound(n)
+			}
+			if !rebuildable(name) {
+				return nil, fmt.Errorf("rebuild %s: %w: it was not built by imgcache build, so there is no recipe to rebuild it from", n, errdefs.ErrInvalid)
+			}
+			s, isStale := stale[name]
+			switch {
+			case isStale && !s.Rebuildable():
+				return nil, fmt.Errorf("rebuild %s: its base %s is not in the cache: %w (put it back first)", n, e.Base.Name, errdefs.ErrNotFound)
+			case isStale:
+				targets[name] = reasonKinds(s)
+			case opt.Force:
+				targets[name] = []string{"forced"}
+			default:
+				if _, dup := targets[name]; !dup {
+					rep.Results = append(rep.Results, RebuildResult{Name: name, Status: Skipped, Base: e.Base.Name, Digest: e.Digest.String(), Detail: "up to date"})
+				}
+				continue
+			}
+			// Its outdated ancestors first, or it would be built on a stale base.
+			seen := map[string]bool{name: true}
+			for a := e.Base.Name; a != "" && !seen[a]; a = baseOf[a] {
+				seen[a] = true
+				if s, ok := stale[a]; ok && s.Rebuildable() && rebuildable(a) {
+					if _, dup := targets[a]; !dup {
+						targets[a] = reasonKinds(s)
+					}
+				}
+			}
+		}
+		// A name first skipped as up to date may have become an ancestor target.
+		rep.Results = slices.DeleteFunc(rep.Results, func(r RebuildResult) bool { _, ok := targets[r.Name]; return ok })
+	}
+	list := slices.Sorted(maps.Keys(targets))
+	order, err := builder.Order(list, baseOf)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: %w: %w", errdefs.ErrInvalid, err)
+	}
+	rep.Order = order
+	var mu sync.Mutex // serializes callbacks, results and output
+	emit := func(r RebuildResult) {
+		mu.Lock()
+		defer mu.Unlock()
+		rep.Results = append(rep.Results, r)
+		if opt.OnResult != nil {
+			opt.OnResult(r)
+		}
+	}
+	for _, r := range rep.Results {
+		if opt.OnResult != nil {
+			opt.OnResult(r)
+		}
+	}
+	if len(list) == 0 {
+		return rep, nil
+	}
+	// One connection for all builds, made before they run concurrently.
+	if _, err := c.docker(ctx); err != nil {
+		return nil, err
+	}
+
+	q := builder.NewQueue(opt.Jobs, func(s builder.Status) {
+		if opt.OnQueue != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			opt.OnQueue(s)
+		}
+	})
+	deps := builder.Deps(list, baseOf)
+	done := map[string]chan struct{}{}
+	failed := map[string]bool{} // under mu; written before done[name] closes
+	for _, name := range list {
+		done[name] = make(chan struct{})
+	}
+	var errs []error
+	var wg sync.WaitGroup
+	for _, name := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(done[name])
+			r := RebuildResult{Name: name, Reasons: targets[name], Base: baseOf[name]}
+			if d := deps[name]; d != "" {
+				<-done[d]
+				mu.Lock()
+				baseFailed := failed[d]
+				mu.Unlock()
+				if baseFailed {
+					r.Status, r.err = Failed, fmt.Errorf("rebuild %s: its base %s failed to rebuild", name, d)
+				}
+			}
+			if r.err == nil {
+				forced := opt.Force && slices.Equal(targets[name], []string{"forced"})
+				var res *BuildResult
+				_, err := q.Do(ctx, name, func(ctx context.Context) error {
+					var err error
+					res, err = c.rebuildOne(ctx, naming.MustParse(name), forced, start, &prefixWriter{mu: &mu, w: opt.Output, prefix: "[" + name + "] "})
+					return err
+				})
+				switch {
+				case err != nil:
+					r.Status, r.err = Failed, err
+				case res.Built:
+					r.Status = Rebuilt
+				default:
+					r.Status, r.Detail = Skipped, "built by another process while this one waited"
+				}
+				if res != nil {
+					r.Digest, r.Waited = res.Entry.Digest.String(), res.Waited
+					if res.Entry.Base != nil {
+						r.BaseDigest = res.Entry.Base.Digest.String()
+					}
+				}
+			}
+			if r.err != nil {
+				r.Error = r.err.Error()
+				mu.Lock()
+				failed[name] = true
+				errs = append(errs, r.err)
+				mu.Unlock()
+			}
+			emit(r)
+		}()
+	}
+	wg.Wait()
+	return rep, errors.Join(errs...)
+}
+
+// rebuildOne builds name from the recipe its entry holds now.
+func (c *Cache) rebuildOne(ctx context.Context, n naming.Name, forced bool, since time.Time, out io.Writer) (*BuildResult, error) {
+	e, err := c.entry(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	if e.Base == nil || e.Recipe == nil {
+		return nil, fmt.Errorf("rebuild %s: %w: no recorded recipe", n, errdefs.ErrInvalid)
+	}
+	base, err := naming.Parse(e.Base.Name)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %s: recorded base: %w", n, err)
+	}
+	spec := BuildSpec{Base: base, Dockerfile: e.Recipe.Dockerfile, Context: e.Recipe.Context, BuildArgs: e.Recipe.BuildArgs}
+	res, err := c.Build(ctx, n, spec, BuildOptions{Output: out, NoCache: forced, FreshSince: since})
+	if f, ok := out.(*prefixWriter); ok {
+		f.Flush()
+	}
+	return res, err
+}
+
+func reasonKinds(s builder.Stale) []string {
+	ks := make([]string, len(s.Reasons))
+	for i, r := range s.Reasons {
+		ks[i] = r.Kind
+	}
+	return ks
+}
+
+// prefixWriter writes whole lines, each prefixed, to w under mu: the
+// output of concurrent builds interleaves by line, never within one.
+type prefixWriter struct {
+	mu     *sync.Mutex
+	w      io.Writer
+	prefix string
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	if p.w == nil {
+		return len(b), nil
+	}
+	p.buf = append(p.buf, b...)
+	i := bytes.LastIndexByte(p.buf, '\n')
+	if i < 0 {
+		return len(b), nil
+	}
+	var out bytes.Buffer
+	for _, line := range bytes.SplitAfter(p.buf[:i+1], []byte("\n")) {
+		if len(line) > 0 {
+			out.WriteString(p.prefix)
+			out.Write(line)
+		}
+	}
+	p.buf = append(p.buf[:0], p.buf[i+1:]...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, err := p.w.Write(out.Bytes())
+	return len(b), err
+}
+
+// Flush writes a last unfinished line.
+func (p *prefixWriter) Flush() {
+	if len(p.buf) > 0 {
+		p.Write([]byte("\n"))
+	}
+}
+
+// GetOrBuild is Get, except that on a miss it builds the name first: from
+// its recorded recipe (Recipe) or, when spec gives a Dockerfile or a
+// context, from spec. A base that neither spec nor the recipe names is the
+// one Resolve picks. With a recipe, spec's build args are merged over the
+// recorded ones and spec.Base, if set, replaces the recorded base.
+//
+// An entry whose blob was lost (missing, or quarantined after failing
+// verification) counts as a miss when it can be rebuilt. Concurrent
+// GetOrBuilds of one missing name build it once: the others wait for that
+// build and then use its result.
+func (c *Cache) GetOrBuild(ctx context.Context, n naming.Name, spec BuildSpec, opt BuildOptions) (*GetResult, *BuildResult, error) {
+	e, err := c.entry(ctx, n)
+	var broken string // the digest of an entry whose blob is lost
+	switch {
+	case err == nil:
+		res, gerr := c.Get(ctx, n)
+		if gerr == nil || (!errors.Is(gerr, errdefs.ErrNotFound) && !errors.Is(gerr, errdefs.ErrIntegrity)) {
+			return res, nil, gerr
+		}
+		if e.Recipe == nil && spec.Dockerfile == "" && spec.Context == "" {
+			return nil, nil, gerr
+		}
+		broken = e.Digest.String()
+		c.opt.Log.Warn("building again: the cached image cannot be used", "name", n.String(), "err", gerr)
+	case !errors.Is(err, errdefs.ErrNotFound):
+		return nil, nil, err
+	}
+
+	use := BuildSpec{Base: spec.Base, BuildArgs: map[string]string{}}
+	rec, recorded, err := c.Recipe(ctx, n)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case spec.Dockerfile != "" || spec.Context != "":
+		use.Dockerfile, use.Context = spec.Dockerfile, spec.Context
+		if use.Base == (naming.Name{}) && recorded {
+			use.Base, _ = naming.Parse(rec.Base)
+		}
+	case recorded:
+		use.Dockerfile, use.Context = rec.Recipe.Dockerfile, rec.Recipe.Context
+		maps.Copy(use.BuildArgs, rec.Recipe.BuildArgs)
+		if use.Base == (naming.Name{}) {
+			use.Base, _ = naming.Parse(rec.Base)
+		}
+	default:
+		return nil, nil, fmt.Errorf("no entry named %q and no recorded recipe to build it from: %w (pass -f DOCKERFILE and CONTEXT, see imgcache build --help)", n, errdefs.ErrNotFound)
+	}
+	maps.Copy(use.BuildArgs, spec.BuildArgs)
+	if use.Base == (naming.Name{}) {
+		plan, err := c.Resolve(ctx, n)
+		if err != nil {
+			return nil, nil, err
+		}
+		if plan.BestBase == nil {
+			return nil, nil, fmt.Errorf("build %s: no cached base to build it from: %w (put %s, or pass --base)", n, errdefs.ErrNotFound, n.BaseName())
+		}
+		use.Base = naming.MustParse(*plan.BestBase)
+		c.opt.Log.Info("base chosen by resolve", "name", n.String(), "base", *plan.BestBase, "rule", plan.BaseRule)
+	}
+	opt.Satisfied = func(cur *manifest.Entry) bool {
+		return cur != nil && cur.Digest.String() != broken // someone built it while we waited
+	}
+	br, err := c.Build(ctx, n, use, opt)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := c.Get(ctx, n)
+	return res, br, err
+}
