@@ -183,3 +183,5 @@ func loadsBetween(t *testing.T, since, until time.Time) int {
 		}
 	}
 }
+
+var imageRemoveOpts = image.RemoveOptions{}

@@ -271,7 +271,11 @@ func TestHelperHoldLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+	how := syscall.LOCK_EX
+	if os.Getenv("IMGCACHE_HOLD_SHARED") != "" {
+		how = syscall.LOCK_SH
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		t.Fatal(err)
 	}
 	os.Stdout.WriteString("held")

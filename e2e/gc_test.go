@@ -1,0 +1,190 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/imgcache/imgcache/internal/testimage"
+)
+
+type gcReport struct {
+	Victims []struct {
+		Names  []string `json:"names"`
+		Blob   string   `json:"blob"`
+		Reason string   `json:"reason"`
+	} `json:"victims"`
+	Skipped      []string `json:"skipped"`
+	Docker       []string `json:"docker_removed"`
+	DockerErrors []string `json:"docker_errors"`
+}
+
+func evictedNames(r gcReport) []string {
+	var out []string
+	for _, v := range r.Victims {
+		out = append(out, v.Names...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// TestMinFreeEvictsExactlyTheLRUEntriesNeeded runs on a small tmpfs: with
+// --min-free set to what is free now plus 1.5 blobs, gc must evict the two
+// least-recently-used entries and nothing else.
+func TestMinFreeEvictsExactlyTheLRUEntriesNeeded(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI: this test needs root to mount a tmpfs")
+		}
+		t.Skip("needs root to mount a tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	dir := filepath.Join(mnt, "cache")
+	names := []string{"capy-ubuntu-25.04-a", "capy-ubuntu-25.04-b", "capy-ubuntu-25.04-c", "capy-ubuntu-25.04-d", "capy-ubuntu-25.04-e"}
+	for _, n := range names {
+		img, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 2, FileSize: 1 << 20}) // ~4 MiB incompressible
+		must(t, dir, "put", n, img)
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Use a and b again: c and d are now the least recently used.
+	for _, n := range []string{"capy-ubuntu-25.04-a", "capy-ubuntu-25.04-b"} {
+		must(t, dir, "export", n, "-o", filepath.Join(t.TempDir(), "x.tar"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	var entries []struct {
+		Name       string `json:"name"`
+		StoredSize int64  `json:"stored_size"`
+	}
+	json.Unmarshal([]byte(must(t, dir, "ls", "--json")), &entries)
+	blob := entries[0].StoredSize
+	need := freeBytes(t, dir) + blob*3/2
+	out := must(t, dir, "gc", "--json", "--min-free", fmt.Sprint(need))
+	var rep gcReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := evictedNames(rep), []string{"capy-ubuntu-25.04-c", "capy-ubuntu-25.04-d"}; !slices.Equal(got, want) {
+		t.Fatalf("--min-free evicted %v, want exactly %v (the two least recently used)", got, want)
+	}
+	if free := freeBytes(t, dir); free < need {
+		t.Fatalf("free after gc %d < --min-free %d", free, need)
+	}
+	left := listEntries(t, dir)
+	if len(left) != 3 {
+		t.Fatalf("entries left: %v", left)
+	}
+	// Hysteresis: already above --min-free, a second gc evicts nothing.
+	if out := must(t, dir, "gc", "--json", "--min-free", fmt.Sprint(need)); strings.Contains(out, `"names": [`) {
+		t.Fatalf("second gc evicted more: %s", out)
+	}
+}
+
+// TestGCSkipsABlobAnotherProcessHolds: a reader in another process keeps its
+// blob; gc evicts the rest and reports the skip.
+func TestGCSkipsABlobAnotherProcessHolds(t *testing.T) {
+	dir := t.TempDir()
+	digests := map[string]string{}
+	for _, n := range []string{"capy-ubuntu-25.04-held", "capy-ubuntu-25.04-free1", "capy-ubuntu-25.04-free2"} {
+		img, _ := genImage(t, testimage.Options{})
+		digests[n] = must(t, dir, "put", n, img)
+	}
+	held := strings.TrimPrefix(digests["capy-ubuntu-25.04-held"], "sha256:")
+	holder := exec.Command(os.Args[0], "-test.run=^TestHelperHoldLock$")
+	holder.Env = append(os.Environ(), "IMGCACHE_HOLD_LOCK="+filepath.Join(dir, "locks", held+".lock"), "IMGCACHE_HOLD_SHARED=1")
+	stdout, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	stdout.Read(make([]byte, 4))
+
+	var rep gcReport
+	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--max-size", "1")), &rep)
+	if got, want := evictedNames(rep), []string{"capy-ubuntu-25.04-free1", "capy-ubuntu-25.04-free2"}; !slices.Equal(got, want) {
+		t.Fatalf("gc evicted %v, want %v", got, want)
+	}
+	if !slices.Contains(rep.Skipped, "sha256:"+held) {
+		t.Fatalf("held blob not reported as skipped: %v", rep.Skipped)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "blobs", "sha256", held+".tar.zst")); err != nil {
+		t.Fatalf("gc deleted a blob another process holds: %v", err)
+	}
+	// Strict mode says the target was missed.
+	if r := imgcache(t, dir, nil, "gc", "--strict", "--max-size", "1"); r.code != 9 {
+		t.Fatalf("gc --strict with an unreachable target: %s", r)
+	}
+	// Once the holder is gone the blob goes.
+	holder.Process.Kill()
+	holder.Wait()
+	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--max-size", "1")), &rep)
+	if got := evictedNames(rep); !slices.Equal(got, []string{"capy-ubuntu-25.04-held"}) {
+		t.Fatalf("after the holder died gc evicted %v", got)
+	}
+}
+
+// TestGCDockerUntagsButNeverForces: --docker removes evicted names' tags; an
+// image a container uses is reported and kept.
+func TestGCDockerUntagsButNeverForces(t *testing.T) {
+	needDocker(t)
+	dir := t.TempDir()
+	imgA, a := genImage(t, testimage.Options{})
+	imgB, b := genImage(t, testimage.Options{})
+	must(t, dir, "put", "capy-ubuntu-25.04-free", imgA)
+	must(t, dir, "put", "capy-ubuntu-25.04-used", imgB)
+	refA := must(t, dir, "get", "capy-ubuntu-25.04-free")
+	refB := must(t, dir, "get", "capy-ubuntu-25.04-used")
+	// A container (created, never started: the image has no binaries) uses B.
+	ctx := context.Background()
+	c, err := docker.ContainerCreate(ctx, &container.Config{Image: refB, Cmd: []string{"/nothing"}}, nil, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}) })
+	// Drop the archives' own tags so imgcache's are the last ones.
+	for _, id := range []string{a.ImageID.String(), b.ImageID.String()} {
+		info, _ := docker.ImageInspect(ctx, id)
+		for _, tag := range info.RepoTags {
+			if !strings.HasPrefix(tag, "imgcache/") {
+				docker.ImageRemove(ctx, tag, imageRemoveOpts)
+			}
+		}
+	}
+	var rep gcReport
+	r := imgcache(t, dir, nil, "gc", "--json", "--docker", "--max-size", "1")
+	if r.code != 0 {
+		t.Fatalf("gc --docker: %s", r)
+	}
+	json.Unmarshal([]byte(r.stdout), &rep)
+	if inDaemon(t, refA) || inDaemon(t, a.ImageID.String()) {
+		t.Fatalf("gc --docker left %s in the daemon (removed: %v)", refA, rep.Docker)
+	}
+	if !inDaemon(t, b.ImageID.String()) {
+		t.Fatal("gc --docker removed an image a container uses")
+	}
+	if len(rep.DockerErrors) == 0 {
+		t.Fatalf("the conflict was not reported: %+v", rep)
+	}
+}
