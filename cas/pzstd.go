@@ -25,6 +25,7 @@ type parallelEncoder struct {
 	werr    error // first write error, set by the writer goroutine
 	pool    sync.Pool
 	closed  bool
+	sent    bool // a frame was handed on; until then Close writes one, even empty
 }
 
 type result struct {
@@ -84,9 +85,10 @@ func (p *parallelEncoder) Write(b []byte) (int, error) {
 
 // flush hands the current frame to a compressor goroutine.
 func (p *parallelEncoder) flush() error {
-	if len(p.buf) == 0 {
+	if len(p.buf) == 0 && p.sent {
 		return p.err()
 	}
+	p.sent = true
 	in := p.buf
 	p.buf = p.pool.Get().([]byte)
 	ch := make(chan result, 1)

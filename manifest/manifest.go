@@ -153,6 +153,17 @@ func Decode(r io.Reader) (*Manifest, error) {
 				return nil, fmt.Errorf("%w: entry %q has bad base digest %q", errdefs.ErrCorrupt, name, e.Base.Digest)
 			}
 		}
+		// Canonical form: what Encode omits decodes as its zero value, so
+		// Decode(Encode(m)) equals m.
+		if len(e.RepoTags) == 0 {
+			e.RepoTags = nil
+		}
+		if e.Created.IsZero() {
+			e.Created = time.Time{}
+		}
+		if e.Recipe != nil && len(e.Recipe.BuildArgs) == 0 {
+			e.Recipe.BuildArgs = nil
+		}
 	}
 	return m, nil
 }
