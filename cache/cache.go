@@ -16,6 +16,7 @@ import (
 	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 )
@@ -226,7 +227,7 @@ func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
 		os.Remove(tmp)
 		return fmt.Errorf("link %s: %w", p, err)
 	}
-	return syncDir(filepath.Dir(p))
+	return fsutil.SyncDir(filepath.Dir(p))
 }
 
 // dropLink removes n's link if it is a symlink (never follows it).
@@ -253,15 +254,6 @@ func (c *Cache) dropLink(n naming.Name) error {
 	}
 	os.Remove(filepath.Dir(p)) // the project directory, if now empty
 	return nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 func (c *Cache) progress(label string, total int64, r io.Reader) io.Reader {

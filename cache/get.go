@@ -12,6 +12,7 @@ import (
 
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 )
@@ -231,7 +232,7 @@ func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (man
 		err = os.Rename(f.Name(), path)
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = fsutil.SyncDir(dir)
 	}
 	return e, err
 }

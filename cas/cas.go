@@ -11,13 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
 )
 
@@ -53,7 +53,7 @@ func Open(root string, opts ...Option) (*Store, error) {
 	}
 	for _, d := range []string{s.blobDir(), s.tmpDir(), s.lockDir(), s.quarantineDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create cache directory %s: %w (check --dir and its permissions)", d, classify(err))
+			return nil, fmt.Errorf("create cache directory %s: %w (check --dir and its permissions)", d, fsutil.Classify(err))
 		}
 	}
 	return s, nil
@@ -159,20 +159,20 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 	n, err := copyCtx(ctx, io.MultiWriter(h.Hash(), enc), r)
 	if err != nil {
 		enc.Abort()
-		return nil, fmt.Errorf("ingest after %d bytes: %w", n, classify(err))
+		return nil, fmt.Errorf("ingest after %d bytes: %w", n, fsutil.Classify(err))
 	}
 	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("ingest: compress: %w", classify(err))
+		return nil, fmt.Errorf("ingest: compress: %w", fsutil.Classify(err))
 	}
 	if err := tmp.f.Sync(); err != nil {
-		return nil, fmt.Errorf("ingest: fsync %s: %w", tmp.f.Name(), classify(err))
+		return nil, fmt.Errorf("ingest: fsync %s: %w", tmp.f.Name(), fsutil.Classify(err))
 	}
 	fi, err := tmp.f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	if err := tmp.f.Close(); err != nil {
-		return nil, fmt.Errorf("ingest: close %s: %w", tmp.f.Name(), classify(err))
+		return nil, fmt.Errorf("ingest: close %s: %w", tmp.f.Name(), fsutil.Classify(err))
 	}
 	tmp.f = nil
 	info := Info{Digest: h.Digest(), Size: n, Stored: fi.Size(), ModTime: fi.ModTime()}
@@ -202,12 +202,12 @@ func (s *Store) publish(ctx context.Context, tmp *tempFile, info Info) (*Ingeste
 	}
 	if err := os.Rename(tmp.path, dst); err != nil {
 		lock.Release()
-		return nil, fmt.Errorf("ingest: publish %s: %w", dst, classify(err))
+		return nil, fmt.Errorf("ingest: publish %s: %w", dst, fsutil.Classify(err))
 	}
 	tmp.published = true
-	if err := syncDir(s.blobDir()); err != nil {
+	if err := fsutil.SyncDir(s.blobDir()); err != nil {
 		lock.Release()
-		return nil, fmt.Errorf("ingest: fsync %s: %w", s.blobDir(), classify(err))
+		return nil, fmt.Errorf("ingest: fsync %s: %w", s.blobDir(), fsutil.Classify(err))
 	}
 	return &Ingested{Info: info, lock: lock}, nil
 }
@@ -229,13 +229,13 @@ func (s *Store) newTemp(ctx context.Context) (*tempFile, error) {
 	id := "ingest-" + hex.EncodeToString(b[:])
 	lock, err := lockfile.Acquire(ctx, filepath.Join(s.tmpDir(), id+".lock"), true)
 	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", classify(err))
+		return nil, fmt.Errorf("ingest: %w", fsutil.Classify(err))
 	}
 	p := filepath.Join(s.tmpDir(), id+blobSuffix)
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		lock.Remove()
-		return nil, fmt.Errorf("ingest: create temp file in %s: %w", s.tmpDir(), classify(err))
+		return nil, fmt.Errorf("ingest: create temp file in %s: %w", s.tmpDir(), fsutil.Classify(err))
 	}
 	return &tempFile{path: p, f: f, lock: lock}, nil
 }
@@ -328,7 +328,7 @@ func (s *Store) Delete(d digest.Digest) error {
 }
 
 // Sync fsyncs the blob directory, making earlier DeleteNoSync calls durable.
-func (s *Store) Sync() error { return syncDir(s.blobDir()) }
+func (s *Store) Sync() error { return fsutil.SyncDir(s.blobDir()) }
 
 // DeleteNoSync removes the blob without fsyncing the directory, for batches
 // that call Sync once at the end. A crash may bring such a blob back; it is
@@ -362,10 +362,10 @@ func (s *Store) Quarantine(d digest.Digest) (string, error) {
 		}
 		return "", fmt.Errorf("quarantine blob %s: %w", d, err)
 	}
-	if err := syncDir(s.blobDir()); err != nil {
+	if err := fsutil.SyncDir(s.blobDir()); err != nil {
 		return dst, err
 	}
-	return dst, syncDir(s.quarantineDir())
+	return dst, fsutil.SyncDir(s.quarantineDir())
 }
 
 // Walk calls fn for every stored blob, in directory order. Files that are not
@@ -419,21 +419,4 @@ func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
 			return n, rerr
 		}
 	}
-}
-
-// classify adds errdefs categories to OS errors.
-func classify(err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%w: %w (free some space, e.g. imgcache gc --min-free 20G)", errdefs.ErrNoSpace, err)
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

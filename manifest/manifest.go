@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
 )
 
@@ -266,7 +267,7 @@ func (s *Store) write(m *Manifest) error {
 	// crash leaves at most this one file, which the next write truncates.
 	tmp, err := os.OpenFile(s.Path()+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
-		return fmt.Errorf("manifest: %w", classify(err))
+		return fmt.Errorf("manifest: %w", fsutil.Classify(err))
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	err = Encode(tmp, m)
@@ -280,26 +281,10 @@ func (s *Store) write(m *Manifest) error {
 		err = os.Rename(tmp.Name(), s.Path())
 	}
 	if err == nil {
-		err = syncDir(s.dir)
+		err = fsutil.SyncDir(s.dir)
 	}
 	if err != nil {
-		return fmt.Errorf("manifest: write %s: %w", s.Path(), classify(err))
+		return fmt.Errorf("manifest: write %s: %w", s.Path(), fsutil.Classify(err))
 	}
 	return nil
-}
-
-func classify(err error) error {
-	if isNoSpace(err) {
-		return fmt.Errorf("%w: %w", errdefs.ErrNoSpace, err)
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
