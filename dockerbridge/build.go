@@ -101,10 +101,10 @@ func (b *Bridge) wrapBuild(err error) error {
 
 // buildMessage is one message of the builder's JSON stream.
 type buildMessage struct {
-	Stream      string          `json:"stream"`
-	Status      string          `json:"status"`
-	ID          string          `json:"id"`
-	Error       string          `json:"error"`
+	Stream      string `json:"stream"`
+	Status      string `json:"status"`
+	ID          string `json:"id"`
+	Error       string `json:"error"`
 	ErrorDetail *struct {
 		Message string `json:"message"`
 	} `json:"errorDetail"`

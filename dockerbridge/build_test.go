@@ -210,6 +210,24 @@ func TestContextTar(t *testing.T) {
 		}
 	})
 
+	t.Run("symlinked context", func(t *testing.T) {
+		link := filepath.Join(t.TempDir(), "ctx")
+		if err := os.Symlink(filepath.Join(dir, "src"), link); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "src", "Dockerfile"), []byte("FROM z\n"), 0o644)
+		defer os.Remove(filepath.Join(dir, "src", "Dockerfile"))
+		rc, name, err := ContextTar(link, filepath.Join(link, "Dockerfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		got := tarEntries(t, rc)
+		if want := []string{"Dockerfile", "main.c"}; name != "Dockerfile" || !slices.Equal(names(got), want) {
+			t.Fatalf("dockerfile %q, entries %v, want %v", name, names(got), want)
+		}
+	})
+
 	t.Run("dockerfile outside", func(t *testing.T) {
 		other := t.TempDir()
 		writeFiles(t, other, map[string]string{"x.Dockerfile": "FROM y\n"})

@@ -42,6 +42,9 @@ func ContextTar(dir, dockerfile string) (io.ReadCloser, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("build context %s: %w", dir, err)
 	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real // walk the directory a symlinked context points at
+	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		if err == nil {
 			err = errors.New("not a directory")
@@ -57,6 +60,9 @@ func ContextTar(dir, dockerfile string) (io.ReadCloser, string, error) {
 			err = errors.New("not a regular file")
 		}
 		return nil, "", fmt.Errorf("%w: dockerfile %s: %w", ourerr.ErrInvalid, df, err)
+	}
+	if real, err := filepath.EvalSymlinks(df); err == nil {
+		df = real
 	}
 	ign, err := readDockerignore(filepath.Join(dir, ".dockerignore"))
 	if err != nil {

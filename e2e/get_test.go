@@ -403,3 +403,35 @@ func TestDockerAcceptsTamperedArchive(t *testing.T) {
 		}
 	})
 }
+
+// TestMetadataFarFromTheEnd: when the archive's manifest lies further from
+// its end than the hold-back limit, get verifies the blob in a first pass
+// and only then loads it; a tampered blob never reaches the daemon.
+func TestMetadataFarFromTheEnd(t *testing.T) {
+	needDocker(t)
+	t.Run("clean", func(t *testing.T) {
+		dir := t.TempDir()
+		tarPath, img := genImage(t, testimage.Options{MetadataFirst: true, FileSize: 64 << 10})
+		must(t, dir, "put", "capy-ubuntu-25.04-metafirst", tarPath)
+		if r := imgcache(t, dir, nil, "--hold-back-limit", "4K", "get", "capy-ubuntu-25.04-metafirst"); r.code != 0 {
+			t.Fatalf("get: %s", r)
+		}
+		if !inDaemon(t, img.ImageID.String()) {
+			t.Fatal("not loaded")
+		}
+	})
+	t.Run("tampered", func(t *testing.T) {
+		dir := t.TempDir()
+		tarPath, img := genImage(t, testimage.Options{MetadataFirst: true, FileSize: 64 << 10})
+		digest := strings.TrimPrefix(must(t, dir, "put", "capy-ubuntu-25.04-metafirst", tarPath), "sha256:")
+		swapBlob(t, dir, digest, tarPath, tamperCases[0].tamper)
+		t.Cleanup(func() { removeImage("evil/retagged:latest") })
+		r := imgcache(t, dir, nil, "--hold-back-limit", "4K", "get", "capy-ubuntu-25.04-metafirst")
+		if r.code != 4 || !strings.Contains(r.stderr, "integrity") {
+			t.Fatalf("get of a tampered metadata-first blob: %s", r)
+		}
+		if inDaemon(t, img.ImageID.String()) || inDaemon(t, "evil/retagged:latest") {
+			t.Fatal("tampered metadata-first blob reached the daemon")
+		}
+	})
+}

@@ -25,6 +25,7 @@ type cli struct {
 	Level       int              `help:"zstd level for new blobs (1-22)." env:"IMGCACHE_LEVEL" default:"1"`
 	Quiet       bool             `short:"q" help:"No progress or informational messages on stderr."`
 	LogLevel    string           `help:"Log level on stderr: debug, info, warn, error." env:"IMGCACHE_LOG_LEVEL" default:"warn" enum:"debug,info,warn,error"`
+	HoldBack    byteSize         `help:"Most memory a verified load holds back (default 64M); archives whose metadata lies further from their end are verified in a first pass." hidden:"" name:"hold-back-limit"`
 	Version     kong.VersionFlag `help:"Print the version and exit."`
 	limitFlags  `embed:""`
 
@@ -43,6 +44,12 @@ type cli struct {
 	Config  configCmd  `cmd:"" help:"Print the effective settings and where each came from."`
 
 	Completion kongcompletion.Completion `cmd:"" help:"Print shell code that enables tab completion (bash, zsh, fish)."`
+
+	// Derived images (cmd_build.go).
+	Build    buildCmd    `cmd:"" help:"Build NAME from a cached base with a Dockerfile; store it; print its digest."`
+	Resolve  resolveCmd  `cmd:"" help:"The plan for NAME: exact hit, best base to build from, whether it needs a build."`
+	Outdated outdatedCmd `cmd:"" help:"List built entries whose base changed (transitively) or, with --max-age, that are too old."`
+	Rebuild  rebuildCmd  `cmd:"" help:"Rebuild the named or all outdated entries from their recipes, bases first, --jobs at once."`
 }
 
 // env is what every command's Run receives.
@@ -68,10 +75,11 @@ func (e *env) open() (*cache.Cache, error) {
 		dir = defaultDir()
 	}
 	c, err := cache.Open(dir, cache.Options{
-		LockTimeout: e.root.LockTimeout,
-		Level:       e.root.Level,
-		Log:         e.log,
-		Progress:    e.progress,
+		LockTimeout:   e.root.LockTimeout,
+		HoldBackLimit: int64(e.root.HoldBack),
+		Level:         e.root.Level,
+		Log:           e.log,
+		Progress:      e.progress,
 	})
 	if err != nil {
 		return nil, err

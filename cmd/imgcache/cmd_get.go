@@ -7,6 +7,8 @@ import (
 type getCmd struct {
 	Name string `arg:"" help:"Cache name." predictor:"name"`
 	JSON bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
+
+	getBuildFlags `embed:""` // --build and its recipe flags: cmd_build.go
 }
 
 func (c *getCmd) Help() string {
@@ -22,7 +24,13 @@ func (c *getCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	res, err := ca.Get(e.ctx, n)
+	get := ca.Get
+	if c.Build {
+		get = c.buildOnMiss(e, ca) // on a miss, build from the recorded or given recipe
+	} else if err := c.noBuildFlags(); err != nil {
+		return err
+	}
+	res, err := get(e.ctx, n)
 	if err != nil {
 		return err
 	}
