@@ -166,6 +166,29 @@ type exitPanic struct{}
 // parseName parses a NAME argument; a bad name is a usage error.
 func parseName(s string) (naming.Name, error) { return naming.Parse(s) }
 
+// parseNames parses NAME arguments, failing on the first bad one.
+func parseNames(ss []string) ([]naming.Name, error) {
+	names := make([]naming.Name, 0, len(ss))
+	for _, s := range ss {
+		n, err := naming.Parse(s)
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, n)
+	}
+	return names, nil
+}
+
+// nameAndCache parses a NAME argument and opens the cache: the start of most commands.
+func (e *env) nameAndCache(s string) (naming.Name, *cache.Cache, error) {
+	n, err := naming.Parse(s)
+	if err != nil {
+		return naming.Name{}, nil, err
+	}
+	c, err := e.open()
+	return n, c, err
+}
+
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -97,11 +97,7 @@ func (c *resolveCmd) Help() string {
 }
 
 func (c *resolveCmd) Run(e *env) error {
-	n, err := parseName(c.Name)
-	if err != nil {
-		return err
-	}
-	ca, err := e.open()
+	n, ca, err := e.nameAndCache(c.Name)
 	if err != nil {
 		return err
 	}
@@ -200,13 +196,9 @@ func (c *rebuildCmd) Help() string {
 }
 
 func (c *rebuildCmd) Run(e *env) error {
-	names := make([]naming.Name, 0, len(c.Names))
-	for _, s := range c.Names {
-		n, err := parseName(s)
-		if err != nil {
-			return err
-		}
-		names = append(names, n)
+	names, err := parseNames(c.Names)
+	if err != nil {
+		return err
 	}
 	if c.Jobs < 1 {
 		return fmt.Errorf("--jobs %d: want at least 1: %w", c.Jobs, errUsage)

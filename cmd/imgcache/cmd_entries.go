@@ -55,11 +55,7 @@ type inspectCmd struct {
 }
 
 func (c *inspectCmd) Run(e *env) error {
-	n, err := parseName(c.Name)
-	if err != nil {
-		return err
-	}
-	ca, err := e.open()
+	n, ca, err := e.nameAndCache(c.Name)
 	if err != nil {
 		return err
 	}
@@ -116,13 +112,9 @@ type rmCmd struct {
 }
 
 func (c *rmCmd) Run(e *env) error {
-	names := make([]naming.Name, 0, len(c.Names))
-	for _, s := range c.Names {
-		n, err := parseName(s)
-		if err != nil {
-			return err
-		}
-		names = append(names, n)
+	names, err := parseNames(c.Names)
+	if err != nil {
+		return err
 	}
 	ca, err := e.open()
 	if err != nil {
@@ -162,13 +154,9 @@ type verifyCmd struct {
 }
 
 func (c *verifyCmd) Run(e *env) error {
-	names := make([]naming.Name, 0, len(c.Names))
-	for _, s := range c.Names {
-		n, err := parseName(s)
-		if err != nil {
-			return err
-		}
-		names = append(names, n)
+	names, err := parseNames(c.Names)
+	if err != nil {
+		return err
 	}
 	ca, err := e.open()
 	if err != nil {

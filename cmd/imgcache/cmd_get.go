@@ -16,11 +16,7 @@ func (c *getCmd) Help() string {
 }
 
 func (c *getCmd) Run(e *env) error {
-	n, err := parseName(c.Name)
-	if err != nil {
-		return err
-	}
-	ca, err := e.open()
+	n, ca, err := e.nameAndCache(c.Name)
 	if err != nil {
 		return err
 	}
@@ -54,11 +50,7 @@ func (c *exportCmd) Help() string {
 }
 
 func (c *exportCmd) Run(e *env) error {
-	n, err := parseName(c.Name)
-	if err != nil {
-		return err
-	}
-	ca, err := e.open()
+	n, ca, err := e.nameAndCache(c.Name)
 	if err != nil {
 		return err
 	}

@@ -81,11 +81,7 @@ func (c *saveCmd) Help() string {
 }
 
 func (c *saveCmd) Run(e *env) error {
-	n, err := parseName(c.Name)
-	if err != nil {
-		return err
-	}
-	ca, err := e.open()
+	n, ca, err := e.nameAndCache(c.Name)
 	if err != nil {
 		return err
 	}
