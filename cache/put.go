@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -75,9 +76,12 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 	}
 	done := make(chan parsed, 1)
 	go func() {
-		info, err := archive.Read(pr)
+		// Large reads: the parser skips layer data in small chunks, and every
+		// read of an io.Pipe is a goroutine handoff.
+		br := bufio.NewReaderSize(pr, 1<<20)
+		info, err := archive.Read(br)
 		if err == nil {
-			_, err = io.Copy(io.Discard, pr) // padding after the end-of-archive marker
+			_, err = io.Copy(io.Discard, br) // padding after the end-of-archive marker
 		}
 		pr.CloseWithError(err)
 		done <- parsed{info, err}
