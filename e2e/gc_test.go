@@ -188,3 +188,22 @@ func TestGCDockerUntagsButNeverForces(t *testing.T) {
 		t.Fatalf("the conflict was not reported: %+v", rep)
 	}
 }
+
+// TestAutomaticGCAfterPut: with IMGCACHE_MAX_SIZE set, put runs a gc.
+func TestAutomaticGCAfterPut(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := genImage(t, testimage.Options{FileSize: 256 << 10})
+	b, _ := genImage(t, testimage.Options{FileSize: 256 << 10})
+	env := []string{"IMGCACHE_MAX_SIZE=2M"} // one blob (~1.5 MiB) fits, two do not
+	if r := imgcache(t, dir, env, "put", "capy-ubuntu-25.04-old", a); r.code != 0 {
+		t.Fatal(r)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if r := imgcache(t, dir, env, "put", "capy-ubuntu-25.04-new", b); r.code != 0 {
+		t.Fatal(r)
+	}
+	got := listEntries(t, dir)
+	if _, ok := got["capy-ubuntu-25.04-new"]; !ok || len(got) != 1 {
+		t.Fatalf("after an automatic gc with IMGCACHE_MAX_SIZE=2M: %v, want only the new entry", got)
+	}
+}

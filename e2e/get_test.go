@@ -435,3 +435,29 @@ func TestMetadataFarFromTheEnd(t *testing.T) {
 		}
 	})
 }
+
+// TestDaemonRejectsArchive: an archive imgcache can store but whose layer
+// does not match its config's diff ID; Docker refuses it: exit 8, the
+// daemon's reason in the message, nothing loaded, the blob kept (it is
+// intact: the content, not the cache, is wrong).
+func TestDaemonRejectsArchive(t *testing.T) {
+	needDocker(t)
+	dir := t.TempDir()
+	tarPath, img := genImage(t, testimage.Options{})
+	lastLayer = findLastLayer(t, tarPath)
+	bad := filepath.Join(t.TempDir(), "bad.tar")
+	if err := os.WriteFile(bad, tamperTar(t, tarPath, tamperCases[1].tamper), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	digest := strings.TrimPrefix(must(t, dir, "put", "capy-ubuntu-25.04-rejected", bad), "sha256:")
+	r := imgcache(t, dir, nil, "get", "capy-ubuntu-25.04-rejected")
+	if r.code != 8 || !strings.Contains(r.stderr, "rejected by docker daemon") {
+		t.Fatalf("get of an archive Docker refuses: want exit 8; got %s", r)
+	}
+	if inDaemon(t, img.ImageID.String()) {
+		t.Fatal("refused archive left an image")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "blobs", "sha256", digest+".tar.zst")); err != nil {
+		t.Fatalf("an intact blob was removed: %v", err)
+	}
+}

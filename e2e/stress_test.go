@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -310,5 +311,39 @@ func TestDiskFull(t *testing.T) {
 	tmp, _ := os.ReadDir(filepath.Join(dir, "tmp"))
 	if len(blobs) != 1 || len(tmp) != 0 {
 		t.Fatalf("half-written leftovers: %d blobs, %d tmp files", len(blobs), len(tmp))
+	}
+}
+
+// TestInterruptDuringLockWait: Ctrl-C ends a lock wait at once with exit 130
+// and leaves nothing behind.
+func TestInterruptDuringLockWait(t *testing.T) {
+	dir := t.TempDir()
+	img, _ := genImage(t, testimage.Options{})
+	must(t, dir, "ls")
+	holder := exec.Command(os.Args[0], "-test.run=^TestHelperHoldLock$")
+	holder.Env = append(os.Environ(), "IMGCACHE_HOLD_LOCK="+filepath.Join(dir, "lock"))
+	stdout, _ := holder.StdoutPipe()
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { holder.Process.Kill(); holder.Wait() }()
+	stdout.Read(make([]byte, 4))
+	cmd := exec.Command(bin, "--dir", dir, "put", "capy-ubuntu-25.04-int", img)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // now waiting for the manifest lock
+	start := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 || time.Since(start) > 5*time.Second {
+		t.Fatalf("put interrupted during a lock wait: %v after %v, want exit 130 at once", err, time.Since(start))
+	}
+	holder.Process.Kill()
+	holder.Wait()
+	afterCrash(t, dir)
+	if len(listEntries(t, dir)) != 0 {
+		t.Fatal("an interrupted put left an entry")
 	}
 }

@@ -16,7 +16,8 @@ type configCmd struct {
 func (c *configCmd) Help() string {
 	return "Prints every setting's effective value and where it came from: flag, env VAR, config FILE or default.\n" +
 		"Config files (JSON objects keyed by flag name, e.g. {\"dir\": \"/srv/imgcache\", \"min-free\": \"20G\"}):\n" +
-		"  $IMGCACHE_CONFIG, else $XDG_CONFIG_HOME/imgcache/config.json, then /etc/imgcache/config.json"
+		"  $IMGCACHE_CONFIG, else $XDG_CONFIG_HOME/imgcache/config.json, then /etc/imgcache/config.json\n" +
+		"Example:\n  IMGCACHE_MIN_FREE=20G imgcache config"
 }
 
 // setting is one row of `imgcache config`.
