@@ -1,12 +1,17 @@
 // Package cache is imgcache's orchestrator: it ties the blob store (cas), the
 // manifest, names, archive metadata and the Docker bridge into the operations
-// users run — Put, Save, Get, Export, List, Remove, Pin, Verify and GC.
+// users run — Put, Save, Get, Export, List, Remove, Pin, Verify, GC, Stats,
+// and for derived images Build, Resolve, Outdated, Rebuild and GetOrBuild
+// (the policy itself lives in builder/).
 //
 // It owns <dir>/names/, the human-readable view of the manifest: one relative
 // symlink per name, names/<project>/<name>.tar.zst → ../../blobs/sha256/<hex>.tar.zst.
 // Links are derived from the manifest; Verify re-derives any that a crash left
 // stale. Every change follows the same order: blob published (and held), then
-// the manifest updated under its lock, then the link swapped atomically.
+// the manifest updated under its lock, then the link swapped atomically under
+// that same lock. It also owns <dir>/recipes/ (how each derived name was
+// built, kept beyond rm and gc), <dir>/locks/build-<name>.lock and
+// <dir>/stats.json.
 //
 // cache holds no state between calls beyond configuration: everything lives
 // in the directory, so many processes can share it.

@@ -7,5 +7,6 @@
 // index.json onwards until the stream's sha256 has matched. On a mismatch the
 // request body fails with an error, so the HTTP connection aborts instead of
 // ending cleanly, and the daemon never holds the archive's manifest: it cannot
-// commit the load. It never runs the docker CLI and knows nothing of names.
+// commit the load. Build runs the classic builder on a context tar made in Go.
+// It never runs the docker CLI and knows nothing of names.
 package dockerbridge
