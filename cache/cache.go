@@ -22,6 +22,9 @@ import (
 )
 
 // Options configure a Cache. The zero value is usable.
+// Encoder names the zstd encoder new blobs are written with (see cas.Encoder).
+var Encoder = cas.Encoder
+
 type Options struct {
 	// LockTimeout bounds every wait for a lock (the manifest's, or a blob's
 	// while another process loads it). Default 15 minutes.

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
@@ -34,7 +33,9 @@ type Info struct {
 // Store is a blob store rooted at a cache directory.
 type Store struct {
 	root  string
-	level zstd.EncoderLevel
+	level int
+	// newCompressor makes the frame encoder (libzstd or pure Go).
+	newCompressor func(level, workers int) (frameCompressor, error)
 }
 
 // Option configures a Store.
@@ -42,12 +43,12 @@ type Option func(*Store)
 
 // WithLevel sets the zstd level (1–22, as the zstd CLI counts) for new blobs.
 func WithLevel(level int) Option {
-	return func(s *Store) { s.level = zstd.EncoderLevelFromZstd(level) }
+	return func(s *Store) { s.level = level }
 }
 
 // Open returns the store rooted at root, creating its directories.
 func Open(root string, opts ...Option) (*Store, error) {
-	s := &Store{root: root, level: zstd.SpeedFastest}
+	s := &Store{root: root, level: 1, newCompressor: newFrameCompressor}
 	for _, o := range opts {
 		o(s)
 	}
@@ -152,11 +153,11 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 	defer tmp.discard()
 
 	h := digest.Canonical.Digester()
-	enc, err := newParallelEncoder(tmp.f, s.level)
+	enc, err := newParallelEncoder(fsutil.Writeback(tmp.f, writebackEvery), s.level, s.newCompressor)
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
 	}
-	n, err := copyCtx(ctx, io.MultiWriter(h.Hash(), enc), r)
+	n, err := enc.readFrom(ctx, r, h.Hash())
 	if err != nil {
 		enc.Abort()
 		return nil, fmt.Errorf("ingest after %d bytes: %w", n, fsutil.Classify(err))
@@ -183,6 +184,10 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 	}
 	return s.publish(ctx, tmp, info)
 }
+
+// writebackEvery is how much of a new blob is written before its writeback
+// to disk is started, so that the final fsync waits for the last part only.
+const writebackEvery = 32 << 20
 
 // publish renames the completed temp file into blobs/ (or drops it when the
 // blob exists already), holding the blob's shared lock, which it hands over.
@@ -394,29 +399,4 @@ func (s *Store) Walk(fn func(Info) error, stray func(path string)) error {
 		}
 	}
 	return nil
-}
-
-// copyCtx copies with a large buffer, checking ctx between chunks.
-func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		m, rerr := src.Read(buf)
-		if m > 0 {
-			w, werr := dst.Write(buf[:m])
-			n += int64(w)
-			if werr != nil {
-				return n, werr
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
 }

@@ -1,11 +1,11 @@
 package cas
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // frameSize is the uncompressed size of each independent zstd frame. Frames
@@ -18,12 +18,13 @@ const frameSize = 4 << 20
 // bounded: at most 2×workers frames are in flight.
 type parallelEncoder struct {
 	w       io.Writer
-	enc     *zstd.Encoder // EncodeAll is safe for concurrent use
+	enc     frameCompressor
 	buf     []byte
 	pending chan chan result // in write order
 	done    chan struct{}
-	werr    error // first write error, set by the writer goroutine
-	pool    sync.Pool
+	werr    error     // first write or compression error, set by the writer goroutine
+	ins     sync.Pool // frameSize buffers of input
+	outs    sync.Pool // buffers a whole compressed frame fits in
 	closed  bool
 	sent    bool // a frame was handed on; until then Close writes one, even empty
 }
@@ -31,12 +32,12 @@ type parallelEncoder struct {
 type result struct {
 	out []byte
 	in  []byte
+	err error
 }
 
-func newParallelEncoder(w io.Writer, level zstd.EncoderLevel) (*parallelEncoder, error) {
+func newParallelEncoder(w io.Writer, level int, newCompressor func(level, workers int) (frameCompressor, error)) (*parallelEncoder, error) {
 	workers := runtime.GOMAXPROCS(0)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(true),
-		zstd.WithEncoderConcurrency(workers), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(false))
+	enc, err := newCompressor(level, workers)
 	if err != nil {
 		return nil, err
 	}
@@ -46,8 +47,10 @@ func newParallelEncoder(w io.Writer, level zstd.EncoderLevel) (*parallelEncoder,
 		pending: make(chan chan result, 2*workers),
 		done:    make(chan struct{}),
 	}
-	p.pool.New = func() any { return make([]byte, 0, frameSize) }
-	p.buf = p.pool.Get().([]byte)
+	p.ins.New = func() any { return make([]byte, 0, frameSize) }
+	// zstd's bound for incompressible input: size + size/256 + a little.
+	p.outs.New = func() any { return make([]byte, 0, frameSize+frameSize>>7+4096) }
+	p.buf = p.ins.Get().([]byte)
 	go p.writer()
 	return p, nil
 }
@@ -58,12 +61,16 @@ func (p *parallelEncoder) writer() {
 	for ch := range p.pending {
 		r := <-ch
 		if p.werr == nil {
-			if _, err := p.w.Write(r.out); err != nil {
+			if r.err != nil {
+				p.werr = fmt.Errorf("zstd: %w", r.err)
+			} else if _, err := p.w.Write(r.out); err != nil {
 				p.werr = err
 			}
 		}
-		p.pool.Put(r.in[:0])
-		p.pool.Put(r.out[:0])
+		p.ins.Put(r.in[:0])
+		if r.out != nil {
+			p.outs.Put(r.out[:0])
+		}
 	}
 }
 
@@ -83,6 +90,41 @@ func (p *parallelEncoder) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// readChunk is the most readFrom asks of its reader at once: the context is
+// checked between reads, and a tee'd reader (the archive parser) gets steady
+// chunks.
+const readChunk = 1 << 20
+
+// readFrom reads r to its end straight into frame buffers, without the copy
+// Write makes, passing each read to tap (the hash) before its frame is handed
+// to a compressor. It returns the bytes read.
+func (p *parallelEncoder) readFrom(ctx context.Context, r io.Reader, tap io.Writer) (int64, error) {
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		if len(p.buf) == frameSize {
+			if err := p.flush(); err != nil {
+				return n, err
+			}
+		}
+		start := len(p.buf)
+		m, rerr := r.Read(p.buf[start:min(frameSize, start+readChunk)])
+		if m > 0 {
+			p.buf = p.buf[:start+m]
+			tap.Write(p.buf[start:]) // a hash never fails
+			n += int64(m)
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}
+
 // flush hands the current frame to a compressor goroutine.
 func (p *parallelEncoder) flush() error {
 	if len(p.buf) == 0 && p.sent {
@@ -90,12 +132,12 @@ func (p *parallelEncoder) flush() error {
 	}
 	p.sent = true
 	in := p.buf
-	p.buf = p.pool.Get().([]byte)
+	p.buf = p.ins.Get().([]byte)
 	ch := make(chan result, 1)
 	p.pending <- ch // blocks when 2×workers frames are in flight
 	go func() {
-		out := p.pool.Get().([]byte)
-		ch <- result{out: p.enc.EncodeAll(in, out[:0]), in: in}
+		out, err := p.enc.compress(p.outs.Get().([]byte), in)
+		ch <- result{out: out, in: in, err: err}
 	}()
 	return p.err()
 }
@@ -119,7 +161,7 @@ func (p *parallelEncoder) Close() error {
 	err := p.flush()
 	close(p.pending)
 	<-p.done
-	p.enc.Close()
+	p.enc.close()
 	if err != nil {
 		return err
 	}
@@ -132,6 +174,6 @@ func (p *parallelEncoder) Abort() {
 		p.closed = true
 		close(p.pending)
 		<-p.done
-		p.enc.Close()
+		p.enc.close()
 	}
 }

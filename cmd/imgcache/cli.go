@@ -116,7 +116,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		kong.UsageOnError(),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(c int) { exited = c; panic(exitPanic{}) }),
-		kong.Vars{"version": version},
+		kong.Vars{"version": "imgcache " + version + " (zstd encoder: " + cache.Encoder + ")"},
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "imgcache:", err)

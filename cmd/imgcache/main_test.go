@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/internal/testimage"
 )
 
@@ -255,4 +256,12 @@ func TestPrometheusFile(t *testing.T) {
 		t.Errorf("only %d metric families", len(fams))
 	}
 	_ = fmt.Sprint
+}
+
+func TestVersionNamesEncoder(t *testing.T) {
+	isolate(t)
+	out, _, code := run(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "imgcache ") || !strings.Contains(out, "zstd encoder: "+cache.Encoder) {
+		t.Fatalf("--version = %q (exit %d); want the version and the zstd encoder %q", out, code, cache.Encoder)
+	}
 }
