@@ -43,6 +43,7 @@ var (
 	jsonOut = flag.String("json", "bench/results/latest.json", "where to write the JSON results")
 	only    = flag.String("only", "", "comma-separated subset: put,save,cold,warm,contention")
 	gcN     = flag.Int("gc-entries", 0, "instead: time gc, ls and verify on a synthetic cache of this many entries")
+	levels  = flag.String("levels", "", "instead: sweep these zstd levels (e.g. 1,2,3,5), put against `zstd -N -T0` at each")
 )
 
 func main() {
@@ -82,7 +83,10 @@ func maxRSS(xs []sample) int64 {
 	return m
 }
 
-var cli *client.Client
+var (
+	cli     *client.Client
+	version string // imgcache --version: names the zstd encoder
+)
 
 func run(ctx context.Context) error {
 	var err error
@@ -97,6 +101,17 @@ func run(ctx context.Context) error {
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/imgcache").CombinedOutput(); err != nil {
 		return fmt.Errorf("build: %v: %s", err, out)
 	}
+	// The same binary without cgo: the pure-Go zstd encoder, for comparison.
+	binGo := filepath.Join(*work, "imgcache-purego")
+	build := exec.Command("go", "build", "-o", binGo, "./cmd/imgcache")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build without cgo: %v: %s", err, out)
+	}
+	if v, err := exec.Command(bin, "--version").Output(); err == nil {
+		version = strings.TrimSpace(string(v))
+		log("%s", version)
+	}
 	if *gcN > 0 {
 		return gcBench(bin, *gcN)
 	}
@@ -109,6 +124,9 @@ func run(ctx context.Context) error {
 	imageID := info.ID
 	log("image %s: %.2f GB tar, id %s", benchTag, float64(fi.Size())/1e9, imageID[:19])
 
+	if *levels != "" {
+		return levelSweep(bin, raw, fi.Size())
+	}
 	want := func(k string) bool { return *only == "" || slices.Contains(strings.Split(*only, ","), k) }
 	s := series{}
 	var stored int64
@@ -136,6 +154,11 @@ func run(ctx context.Context) error {
 			stored = dirSize(filepath.Join(d, "blobs"))
 			os.RemoveAll(d)
 			s.add("zstd -1 -T0", must(measure("zstd", "-1", "-T0", "-q", "-f", raw, "-o", filepath.Join(*work, "plain.zst"))))
+			os.Remove(filepath.Join(*work, "plain.zst"))
+			a := ic(d, "put", name, raw)
+			a[0] = binGo
+			s.add("put (pure-Go zstd)", must(measure(a...)))
+			os.RemoveAll(d)
 			os.Remove(filepath.Join(*work, "plain.zst"))
 			s.add("sha256sum", must(measure("sha256sum", raw)))
 		}
@@ -386,6 +409,7 @@ func report(s series, rawBytes, stored int64) {
 	}
 	add("ingest a tar", "put", "zstd -1 -T0", "<= 1.3x", func(r, _ float64) bool { return r <= 1.3 })
 	add("ingest vs hashing", "put", "sha256sum", "(info)", func(float64, float64) bool { return true })
+	add("ingest, pure-Go zstd", "put (pure-Go zstd)", "zstd -1 -T0", "(info)", func(float64, float64) bool { return true })
 	add("daemon -> cache", "save", "docker save -o", "<= 1.10x", func(r, _ float64) bool { return r <= 1.10 })
 	add("cold load", "get (cold)", "docker load -i", "<= 1.05x", func(r, _ float64) bool { return r <= 1.05 })
 	add("cold load vs zstd pipe", "get (cold)", "zstd -dc | docker load", "(info)", func(float64, float64) bool { return true })
@@ -424,7 +448,7 @@ func report(s series, rawBytes, stored int64) {
 	doc := map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "host": host, "cpus": runtime.NumCPU(), "go": runtime.Version(),
 		"docker": dv.Version, "docker_api": dv.APIVersion, "raw_bytes": rawBytes, "stored_bytes": stored, "storage_ratio": ratio,
-		"rounds": *rounds, "rows": rows, "peak_rss_bytes": rss,
+		"rounds": *rounds, "rows": rows, "peak_rss_bytes": rss, "imgcache": version,
 	}
 	if *jsonOut != "" {
 		os.MkdirAll(filepath.Dir(*jsonOut), 0o755)
