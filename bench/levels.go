@@ -44,9 +44,11 @@ func levelSweep(bin, raw string, rawBytes int64) error {
 		log("levels: round %d/%d", r, *rounds)
 		for _, l := range lv {
 			os.RemoveAll(d)
+			settle(raw)
 			s.add(fmt.Sprint("put ", l), must(measure(bin, "--dir", d, "-q", "--level", fmt.Sprint(l), "put", "bench-linux-1-usr", raw)))
 			stored[l] = dirSize(filepath.Join(d, "blobs"))
 			os.RemoveAll(d)
+			settle(raw)
 			s.add(fmt.Sprint("zstd ", l), must(measure("zstd", fmt.Sprint("-", l), "-T0", "-q", "-f", raw, "-o", out)))
 			if fi, err := os.Stat(out); err == nil {
 				plain[l] = fi.Size()

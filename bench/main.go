@@ -145,50 +145,59 @@ func run(ctx context.Context) error {
 	}
 	blob := blobOf(warmDir)
 
+	// m settles (inputs in the page cache, a quiet disk), then measures.
+	m := func(key string, inputs []string, args ...string) {
+		settle(inputs...)
+		x := must(measure(args...))
+		s.add(key, x)
+		log("  %-26s %8.3fs", key, x.secs)
+	}
+	rawIn, blobIn := []string{raw}, []string{blob}
 	for r := 1; r <= *rounds; r++ {
 		log("round %d/%d", r, *rounds)
 		if want("put") {
 			d := filepath.Join(*work, "cache-put")
 			os.RemoveAll(d)
-			s.add("put", must(measure(ic(d, "put", name, raw)...)))
+			m("put", rawIn, ic(d, "put", name, raw)...)
 			stored = dirSize(filepath.Join(d, "blobs"))
 			os.RemoveAll(d)
-			s.add("zstd -1 -T0", must(measure("zstd", "-1", "-T0", "-q", "-f", raw, "-o", filepath.Join(*work, "plain.zst"))))
-			os.Remove(filepath.Join(*work, "plain.zst"))
+			plain := filepath.Join(*work, "plain.zst")
+			m("zstd -1 -T0", rawIn, "zstd", "-1", "-T0", "-q", "-f", raw, "-o", plain)
+			os.Remove(plain)
 			a := ic(d, "put", name, raw)
 			a[0] = binGo
-			s.add("put (pure-Go zstd)", must(measure(a...)))
+			m("put (pure-Go zstd)", rawIn, a...)
 			os.RemoveAll(d)
-			os.Remove(filepath.Join(*work, "plain.zst"))
-			s.add("sha256sum", must(measure("sha256sum", raw)))
+			m("sha256sum", rawIn, "sha256sum", raw)
 		}
 		if want("save") {
 			d := filepath.Join(*work, "cache-save")
 			os.RemoveAll(d)
-			s.add("save", must(measure(ic(d, "save", benchTag, name)...)))
+			m("save", nil, ic(d, "save", benchTag, name)...)
 			os.RemoveAll(d)
 			out := filepath.Join(*work, "saved.tar")
-			s.add("docker save -o", must(measure("docker", "save", "-o", out, benchTag)))
+			m("docker save -o", nil, "docker", "save", "-o", out, benchTag)
 			os.Remove(out)
 		}
 		if want("cold") {
 			removeImage(ctx, imageID)
-			s.add("get (cold)", must(measure(ic(warmDir, "get", name)...)))
+			m("get (cold)", blobIn, ic(warmDir, "get", name)...)
 			removeImage(ctx, imageID)
-			s.add("docker load -i", must(measure("docker", "load", "-q", "-i", raw)))
+			m("docker load -i", rawIn, "docker", "load", "-q", "-i", raw)
 			removeImage(ctx, imageID)
-			s.add("zstd -dc | docker load", must(measure("sh", "-c", fmt.Sprintf("zstd -dc -q %s | docker load -q", blob))))
+			m("zstd -dc | docker load", blobIn, "sh", "-c", fmt.Sprintf("zstd -dc -q %s | docker load -q", blob))
 			retag(ctx, imageID)
 		}
 		if want("warm") {
-			s.add("get (warm)", must(measure(ic(warmDir, "get", name)...)))
-			s.add("docker load -i (present)", must(measure("docker", "load", "-q", "-i", raw)))
+			m("get (warm)", nil, ic(warmDir, "get", name)...)
+			m("docker load -i (present)", rawIn, "docker", "load", "-q", "-i", raw)
 		}
 		if want("contention") {
 			// Its own baseline, measured right before under the same conditions.
 			removeImage(ctx, imageID)
-			s.add("get (cold, alone)", must(measure(ic(warmDir, "get", name)...)))
+			m("get (cold, alone)", blobIn, ic(warmDir, "get", name)...)
 			removeImage(ctx, imageID)
+			settle(blob)
 			start := time.Now()
 			var wg sync.WaitGroup
 			var mu sync.Mutex
@@ -207,6 +216,7 @@ func run(ctx context.Context) error {
 			worst.secs = time.Since(start).Seconds()
 			loads := countLoads(ctx, start, time.Now().Add(time.Second))
 			s.add("get x procs", worst)
+			log("  %-26s %8.3fs, %d load(s)", "get x procs", worst.secs, loads)
 			s.add("loads in contention", []sample{{secs: float64(loads)}}[0])
 			retag(ctx, imageID)
 		}
@@ -448,7 +458,7 @@ func report(s series, rawBytes, stored int64) {
 	doc := map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "host": host, "cpus": runtime.NumCPU(), "go": runtime.Version(),
 		"docker": dv.Version, "docker_api": dv.APIVersion, "raw_bytes": rawBytes, "stored_bytes": stored, "storage_ratio": ratio,
-		"rounds": *rounds, "rows": rows, "peak_rss_bytes": rss, "imgcache": version,
+		"rounds": *rounds, "rows": rows, "peak_rss_bytes": rss, "imgcache": version, "samples_seconds": samples(s),
 	}
 	if *jsonOut != "" {
 		os.MkdirAll(filepath.Dir(*jsonOut), 0o755)
@@ -457,6 +467,17 @@ func report(s series, rawBytes, stored int64) {
 			log("write %s: %v", *jsonOut, err)
 		}
 	}
+}
+
+// samples lists every measurement, in round order, for the JSON file.
+func samples(s series) map[string][]float64 {
+	out := map[string][]float64{}
+	for k, xs := range s {
+		for _, x := range xs {
+			out[k] = append(out[k], x.secs)
+		}
+	}
+	return out
 }
 
 func loadsList(l []sample) []int {
