@@ -157,35 +157,35 @@ func run(ctx context.Context) error {
 		log("round %d/%d", r, *rounds)
 		if want("put") {
 			d := filepath.Join(*work, "cache-put")
-			os.RemoveAll(d)
-			m("put", rawIn, ic(d, "put", name, raw)...)
-			stored = dirSize(filepath.Join(d, "blobs"))
-			os.RemoveAll(d)
 			plain := filepath.Join(*work, "plain.zst")
-			m("zstd -1 -T0", rawIn, "zstd", "-1", "-T0", "-q", "-f", raw, "-o", plain)
-			os.Remove(plain)
-			a := ic(d, "put", name, raw)
-			a[0] = binGo
-			m("put (pure-Go zstd)", rawIn, a...)
-			os.RemoveAll(d)
-			m("sha256sum", rawIn, "sha256sum", raw)
+			goPut := ic(d, "put", name, raw)
+			goPut[0] = binGo
+			rotate(r,
+				func() {
+					os.RemoveAll(d)
+					m("put", rawIn, ic(d, "put", name, raw)...)
+					stored = dirSize(filepath.Join(d, "blobs"))
+					os.RemoveAll(d)
+				},
+				func() { m("zstd -1 -T0", rawIn, "zstd", "-1", "-T0", "-q", "-f", raw, "-o", plain); os.Remove(plain) },
+				func() { os.RemoveAll(d); m("put (pure-Go zstd)", rawIn, goPut...); os.RemoveAll(d) },
+				func() { m("sha256sum", rawIn, "sha256sum", raw) })
 		}
 		if want("save") {
 			d := filepath.Join(*work, "cache-save")
-			os.RemoveAll(d)
-			m("save", nil, ic(d, "save", benchTag, name)...)
-			os.RemoveAll(d)
 			out := filepath.Join(*work, "saved.tar")
-			m("docker save -o", nil, "docker", "save", "-o", out, benchTag)
-			os.Remove(out)
+			rotate(r,
+				func() { os.RemoveAll(d); m("save", nil, ic(d, "save", benchTag, name)...); os.RemoveAll(d) },
+				func() { m("docker save -o", nil, "docker", "save", "-o", out, benchTag); os.Remove(out) })
 		}
 		if want("cold") {
-			removeImage(ctx, imageID)
-			m("get (cold)", blobIn, ic(warmDir, "get", name)...)
-			removeImage(ctx, imageID)
-			m("docker load -i", rawIn, "docker", "load", "-q", "-i", raw)
-			removeImage(ctx, imageID)
-			m("zstd -dc | docker load", blobIn, "sh", "-c", fmt.Sprintf("zstd -dc -q %s | docker load -q", blob))
+			rotate(r,
+				func() { removeImage(ctx, imageID); m("get (cold)", blobIn, ic(warmDir, "get", name)...) },
+				func() { removeImage(ctx, imageID); m("docker load -i", rawIn, "docker", "load", "-q", "-i", raw) },
+				func() {
+					removeImage(ctx, imageID)
+					m("zstd -dc | docker load", blobIn, "sh", "-c", fmt.Sprintf("zstd -dc -q %s | docker load -q", blob))
+				})
 			retag(ctx, imageID)
 		}
 		if want("warm") {
@@ -193,36 +193,48 @@ func run(ctx context.Context) error {
 			m("docker load -i (present)", rawIn, "docker", "load", "-q", "-i", raw)
 		}
 		if want("contention") {
-			// Its own baseline, measured right before under the same conditions.
-			removeImage(ctx, imageID)
-			m("get (cold, alone)", blobIn, ic(warmDir, "get", name)...)
-			removeImage(ctx, imageID)
-			settle(blob)
-			start := time.Now()
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var worst sample
-			for range *procs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					x := must(measure(ic(warmDir, "get", name)...))
-					mu.Lock()
-					worst.rss = max(worst.rss, x.rss)
-					mu.Unlock()
-				}()
-			}
-			wg.Wait()
-			worst.secs = time.Since(start).Seconds()
-			loads := countLoads(ctx, start, time.Now().Add(time.Second))
-			s.add("get x procs", worst)
-			log("  %-26s %8.3fs, %d load(s)", "get x procs", worst.secs, loads)
-			s.add("loads in contention", []sample{{secs: float64(loads)}}[0])
+			// Its own baseline, measured in the same round under the same conditions.
+			rotate(r,
+				func() { removeImage(ctx, imageID); m("get (cold, alone)", blobIn, ic(warmDir, "get", name)...) },
+				func() {
+					removeImage(ctx, imageID)
+					settle(blob)
+					start := time.Now()
+					var wg sync.WaitGroup
+					var mu sync.Mutex
+					var worst sample
+					for range *procs {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							x := must(measure(ic(warmDir, "get", name)...))
+							mu.Lock()
+							worst.rss = max(worst.rss, x.rss)
+							mu.Unlock()
+						}()
+					}
+					wg.Wait()
+					worst.secs = time.Since(start).Seconds()
+					loads := countLoads(ctx, start, time.Now().Add(time.Second))
+					s.add("get x procs", worst)
+					log("  %-26s %8.3fs, %d load(s)", "get x procs", worst.secs, loads)
+					s.add("loads in contention", []sample{{secs: float64(loads)}}[0])
+				})
 			retag(ctx, imageID)
 		}
 	}
 	report(s, fi.Size(), stored)
 	return nil
+}
+
+// rotate runs the contenders of one round, starting with a different one
+// each round: on this VM a run is often slower the later it comes in a
+// sequence (the disk catches up on the previous one's deletes), so every
+// contender takes every position in turn.
+func rotate(round int, contenders ...func()) {
+	for i := range contenders {
+		contenders[(round-1+i)%len(contenders)]()
+	}
 }
 
 func must(x sample, err error) sample {
