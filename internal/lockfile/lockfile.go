@@ -21,8 +21,14 @@ import (
 	"github.com/imgcache/imgcache/errdefs"
 )
 
-// pollInterval is how often a blocked Acquire retries.
-const pollInterval = 5 * time.Millisecond
+// A blocked Acquire retries after firstPoll, doubling the pause up to
+// maxPoll: quick for the manifest lock, held for milliseconds, and cheap for a
+// blob lock held through a 30-second load (7 processes polling every 5 ms
+// took CPU from the load they were waiting for).
+const (
+	firstPoll = 2 * time.Millisecond
+	maxPoll   = 100 * time.Millisecond
+)
 
 // Lock is a held lock. Release it exactly once.
 type Lock struct {
@@ -64,10 +70,8 @@ func try(ctx context.Context, path string, exclusive, wait bool) (*Lock, bool, e
 	var ok bool
 	var err error
 	switch {
-	case wait && exclusive:
-		ok, err = f.TryLockContext(ctx, pollInterval)
 	case wait:
-		ok, err = f.TryRLockContext(ctx, pollInterval)
+		ok, err = waitLock(ctx, f, exclusive)
 	case exclusive:
 		ok, err = f.TryLock()
 	default:
@@ -97,6 +101,40 @@ func try(ctx context.Context, path string, exclusive, wait bool) (*Lock, bool, e
 	}
 	// Replaced or removed under us: retry (signalled by a non-nil lock, not ok).
 	return &Lock{}, false, nil
+}
+
+// waitLock retries a non-blocking flock with a growing pause until it
+// succeeds or ctx is done.
+func waitLock(ctx context.Context, f *flock.Flock, exclusive bool) (bool, error) {
+	pause := firstPoll
+	var timer *time.Timer
+	for {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		var ok bool
+		var err error
+		if exclusive {
+			ok, err = f.TryLock()
+		} else {
+			ok, err = f.TryRLock()
+		}
+		if err != nil || ok {
+			return ok, err
+		}
+		if timer == nil {
+			timer = time.NewTimer(pause)
+			defer timer.Stop()
+		} else {
+			timer.Reset(pause)
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-timer.C:
+		}
+		pause = min(2*pause, maxPoll)
+	}
 }
 
 // Exclusive reports whether the lock is held exclusively.
