@@ -11,6 +11,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imgcache/imgcache/internal/testimage"
 	"github.com/imgcache/imgcache/manifest"
 )
 
@@ -65,6 +66,24 @@ func gcBench(bin string, n int) error {
 	}
 	if _, err := timeIt(fmt.Sprintf("ls (%d entries)", n), "ls"); err != nil {
 		return err
+	}
+	// The hot path among n entries: a small real image, loaded once, then
+	// warm gets (inspect, no tag needed, record the use).
+	img := filepath.Join(dir, "tmp", "warm.tar")
+	if _, err := testimage.WriteFile(img, testimage.Options{Seed: time.Now().UnixNano(), Tag: "imgcache-bench/warm:1"}); err != nil {
+		return err
+	}
+	if _, err := timeIt("put (small image)", "put", "bench-linux-1-warm", img); err != nil {
+		return err
+	}
+	os.Remove(img)
+	if _, err := timeIt("get (cold, small image)", "get", "bench-linux-1-warm"); err != nil {
+		return err
+	}
+	for i := range 3 {
+		if _, err := timeIt(fmt.Sprintf("get (warm) #%d", i+1), "get", "bench-linux-1-warm"); err != nil {
+			return err
+		}
 	}
 	if _, err := timeIt("gc, nothing to evict", "gc"); err != nil {
 		return err

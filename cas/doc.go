@@ -10,6 +10,13 @@
 // (Open) re-hashes the decompressed stream and fails with errdefs.ErrIntegrity
 // instead of reporting a clean end when the digest does not match.
 //
+// Ingest reads its input straight into 4 MiB frame buffers, hashes each read,
+// and compresses the frames as independent zstd frames on all cores (their
+// concatenation is one valid zstd stream). With cgo the frames are compressed
+// by libzstd (github.com/DataDog/zstd), else by klauspost/compress; see
+// Encoder. Writeback of the new file starts every 32 MiB, so the closing
+// fsync waits only for the tail.
+//
 // cas knows nothing of names, manifests or Docker. One function (blobPath)
 // turns a digest into a path, and only after the digest has been validated.
 package cas
