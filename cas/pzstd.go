@@ -13,8 +13,8 @@ import (
 // valid zstd stream that any decoder (and the zstd CLI) reads.
 const frameSize = 4 << 20
 
-// parallelEncoder is an io.WriteCloser that cuts its input into frames,
-// compresses them on all cores and writes them to w in order. Memory is
+// parallelEncoder reads its input (readFrom) into frames, compresses them on
+// all cores and writes them to w in order (Close finishes). Memory is
 // bounded: at most 2×workers frames are in flight.
 type parallelEncoder struct {
 	w       io.Writer
@@ -74,29 +74,12 @@ func (p *parallelEncoder) writer() {
 	}
 }
 
-func (p *parallelEncoder) Write(b []byte) (int, error) {
-	n := 0
-	for len(b) > 0 {
-		room := frameSize - len(p.buf)
-		k := min(room, len(b))
-		p.buf = append(p.buf, b[:k]...)
-		b, n = b[k:], n+k
-		if len(p.buf) == frameSize {
-			if err := p.flush(); err != nil {
-				return n, err
-			}
-		}
-	}
-	return n, nil
-}
-
 // readChunk is the most readFrom asks of its reader at once: the context is
 // checked between reads, and a tee'd reader (the archive parser) gets steady
 // chunks.
 const readChunk = 1 << 20
 
-// readFrom reads r to its end straight into frame buffers, without the copy
-// Write makes, passing each read to tap (the hash) before its frame is handed
+// readFrom reads r to its end straight into frame buffers, passing each read to tap (the hash) before its frame is handed
 // to a compressor. It returns the bytes read.
 func (p *parallelEncoder) readFrom(ctx context.Context, r io.Reader, tap io.Writer) (int64, error) {
 	var n int64
