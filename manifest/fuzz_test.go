@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/imgcache/imgcache/errdefs"
 )
@@ -55,6 +56,94 @@ func FuzzDecode(f *testing.F) {
 		}
 		if !reflect.DeepEqual(m, m2) {
 			t.Fatalf("round trip differs:\ninput %q\nencoded %s", data, buf.Bytes())
+		}
+	})
+}
+
+// FuzzLookup: the scanner that finds one entry agrees with encoding/json
+// whenever it claims the document (ok), and lookup agrees with Decode
+// whenever Decode accepts the document.
+func FuzzLookup(f *testing.F) {
+	full := fullEntry("capy-ubuntu-25.04-gcc15")
+	for _, m := range []*Manifest{
+		New(),
+		{Version: SchemaVersion, Entries: map[string]*Entry{full.Name: full, "a-b-c-d": minimalEntry("a-b-c-d", digestA)}},
+	} {
+		data, err := json.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, "a-b-c-d")
+		f.Add(data, full.Name)
+	}
+	// Encode's indented form, small: minimizing costs time quadratic in
+	// an input's length.
+	f.Add([]byte("{\n  \"version\": 1,\n  \"entries\": {\n    \"a-b-c-d\": {\"name\": \"a-b-c-d\"}\n  }\n}\n"), "a-b-c-d")
+	for _, b := range brokenManifests {
+		f.Add([]byte(b.json), "a-b-c-d")
+	}
+	f.Add([]byte(`{"entries":{"a-b-c-d":{},"a-b-c-d":{"x":"}"}},"version":1}`), "a-b-c-d")
+	f.Add([]byte(`{"version":1,"entries":{"a\u002db-c-d":{}}}`), "a-b-c-d")
+	f.Add([]byte(`{"Version":1,"entries":{"\xff":[]}}`), "\ufffd")
+
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		raw, found, ok := findEntry(data, name)
+		if ok {
+			var ref struct {
+				Version int                        `json:"version"`
+				Entries map[string]json.RawMessage `json:"entries"`
+			}
+			if err := json.Unmarshal(data, &ref); err != nil {
+				t.Fatalf("scanner claimed a document encoding/json refuses: %v", err)
+			}
+			want, has := ref.Entries[name]
+			if ref.Version != SchemaVersion || has != found || !bytes.Equal(raw, want) {
+				t.Fatalf("scanner: found %v %q; encoding/json: version %d, found %v %q", found, raw, ref.Version, has, want)
+			}
+		}
+		e, err := lookup(data, name)
+		if err != nil && !errors.Is(err, errdefs.ErrCorrupt) {
+			t.Fatalf("lookup error %v does not wrap ErrCorrupt", err)
+		}
+		m, derr := Decode(bytes.NewReader(data))
+		if derr != nil {
+			return
+		}
+		if err != nil {
+			t.Fatalf("lookup refused what Decode accepts: %v", err)
+		}
+		if want := m.Entries[name]; !reflect.DeepEqual(e, want) {
+			t.Fatalf("lookup = %+v, Decode has %+v", e, want)
+		}
+	})
+}
+
+// FuzzParseUses: the use-log parser never fails on readable input, keeps at
+// most one use per line, and every use it keeps is written back by useLine
+// as a line that parses to the same use.
+func FuzzParseUses(f *testing.F) {
+	t1 := time.Date(2025, 3, 4, 5, 6, 7, 8, time.UTC)
+	line, _ := useLine("capy-ubuntu-25.04-gcc15", digestA, t1)
+	f.Add(line)
+	f.Add(append(append([]byte{}, line...), line[:20]...))
+	f.Add([]byte("2025-03-04T05:06:07+02:00 sha256:" + hexB + " a-b-c-d\ngarbage\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		uses, err := ParseUses(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("ParseUses: %v", err)
+		}
+		if len(uses) > bytes.Count(data, []byte{'\n'}) {
+			t.Fatalf("%d uses from %d lines", len(uses), bytes.Count(data, []byte{'\n'}))
+		}
+		for _, u := range uses {
+			line, err := useLine(u.Name, u.Digest, u.Time)
+			if err != nil {
+				continue // parsed, but not something Touch would write (a name with odd bytes)
+			}
+			back, err := ParseUses(bytes.NewReader(line))
+			if err != nil || len(back) != 1 || !back[0].Time.Equal(u.Time) || back[0].Digest != u.Digest || back[0].Name != u.Name {
+				t.Fatalf("use %+v written as %q parses to %+v, %v", u, line, back, err)
+			}
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"time"
 
@@ -106,67 +107,123 @@ func Decode(r io.Reader) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: read: %w", errdefs.ErrCorrupt, err)
 	}
+	return decode(data)
+}
+
+// decode is Decode of bytes in hand. One strict pass; only when it fails, or
+// finds another schema version, does a lenient probe of the version explain
+// why (a newer imgcache's manifest may well have fields this one rejects).
+func decode(data []byte) (*Manifest, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("%w: larger than %d bytes", errdefs.ErrCorrupt, MaxFileSize)
 	}
-	var probe struct {
-		Version *int `json:"version"`
-	}
-	if err := json.Unmarshal(data, &probe); err != nil {
-		return nil, fmt.Errorf("%w: not valid JSON: %w", errdefs.ErrCorrupt, err)
-	}
-	if probe.Version == nil {
-		return nil, fmt.Errorf("%w: no schema version", errdefs.ErrCorrupt)
-	}
-	if *probe.Version > SchemaVersion {
-		return nil, fmt.Errorf("%w: %w: schema version %d, this imgcache reads version %d: upgrade imgcache", errdefs.ErrCorrupt, ErrNewerSchema, *probe.Version, SchemaVersion)
-	}
-	if *probe.Version != SchemaVersion {
-		return nil, fmt.Errorf("%w: schema version %d, this imgcache reads version %d (upgrade imgcache, or rebuild with verify --repair)", errdefs.ErrCorrupt, *probe.Version, SchemaVersion)
-	}
+	m := &Manifest{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	m := New()
-	if err := dec.Decode(m); err != nil {
-		return nil, fmt.Errorf("%w: %w", errdefs.ErrCorrupt, err)
+	err := dec.Decode(m)
+	if err == nil && len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
+		err = errors.New("trailing data after the manifest")
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the manifest", errdefs.ErrCorrupt)
+	if err != nil || m.Version != SchemaVersion {
+		return nil, explain(data, err)
 	}
 	if m.Entries == nil {
 		m.Entries = map[string]*Entry{}
 	}
 	for name, e := range m.Entries {
-		if e == nil {
-			return nil, fmt.Errorf("%w: entry %q is null", errdefs.ErrCorrupt, name)
-		}
-		if e.Name != name {
-			return nil, fmt.Errorf("%w: entry %q carries name %q", errdefs.ErrCorrupt, name, e.Name)
-		}
-		if err := e.Digest.Validate(); err != nil || e.Digest.Algorithm() != digest.SHA256 {
-			return nil, fmt.Errorf("%w: entry %q has bad digest %q", errdefs.ErrCorrupt, name, e.Digest)
-		}
-		if e.Size < 0 || e.StoredSize < 0 || e.MetadataOffset < 0 || e.MetadataOffset > e.Size {
-			return nil, fmt.Errorf("%w: entry %q has impossible sizes", errdefs.ErrCorrupt, name)
-		}
-		if e.Base != nil {
-			if err := e.Base.Digest.Validate(); err != nil {
-				return nil, fmt.Errorf("%w: entry %q has bad base digest %q", errdefs.ErrCorrupt, name, e.Base.Digest)
-			}
-		}
-		// Canonical form: what Encode omits decodes as its zero value, so
-		// Decode(Encode(m)) equals m.
-		if len(e.RepoTags) == 0 {
-			e.RepoTags = nil
-		}
-		if e.Created.IsZero() {
-			e.Created = time.Time{}
-		}
-		if e.Recipe != nil && len(e.Recipe.BuildArgs) == 0 {
-			e.Recipe.BuildArgs = nil
+		if err := checkEntry(name, e); err != nil {
+			return nil, err
 		}
 	}
 	return m, nil
+}
+
+// checkEntry checks one decoded entry and brings it to canonical form.
+func checkEntry(name string, e *Entry) error {
+	if e == nil {
+		return fmt.Errorf("%w: entry %q is null", errdefs.ErrCorrupt, name)
+	}
+	if e.Name != name {
+		return fmt.Errorf("%w: entry %q carries name %q", errdefs.ErrCorrupt, name, e.Name)
+	}
+	if err := e.Digest.Validate(); err != nil || e.Digest.Algorithm() != digest.SHA256 {
+		return fmt.Errorf("%w: entry %q has bad digest %q", errdefs.ErrCorrupt, name, e.Digest)
+	}
+	if e.Size < 0 || e.StoredSize < 0 || e.MetadataOffset < 0 || e.MetadataOffset > e.Size {
+		return fmt.Errorf("%w: entry %q has impossible sizes", errdefs.ErrCorrupt, name)
+	}
+	if e.Base != nil {
+		if err := e.Base.Digest.Validate(); err != nil {
+			return fmt.Errorf("%w: entry %q has bad base digest %q", errdefs.ErrCorrupt, name, e.Base.Digest)
+		}
+	}
+	// Canonical form: what Encode omits decodes as its zero value, so
+	// Decode(Encode(m)) equals m.
+	if len(e.RepoTags) == 0 {
+		e.RepoTags = nil
+	}
+	if e.Created.IsZero() {
+		e.Created = time.Time{}
+	}
+	if e.Recipe != nil && len(e.Recipe.BuildArgs) == 0 {
+		e.Recipe.BuildArgs = nil
+	}
+	return nil
+}
+
+// lookup finds one entry in manifest bytes. For the manifests Encode
+// writes, it decodes only that entry (strictly); the others need only be
+// well-formed JSON. Anything else is decoded whole, strictly.
+func lookup(data []byte, name string) (*Entry, error) {
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("%w: larger than %d bytes", errdefs.ErrCorrupt, MaxFileSize)
+	}
+	raw, found, ok := findEntry(data, name)
+	if !ok {
+		m, err := decode(data)
+		if err != nil {
+			return nil, err
+		}
+		return m.Entries[name], nil
+	}
+	if !found {
+		return nil, nil
+	}
+	var e *Entry
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("%w: entry %q: %w", errdefs.ErrCorrupt, name, err)
+	}
+	if err := checkEntry(name, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// explain says why data is not a manifest of this schema: its version first
+// (so a newer manifest is reported as such, whatever else it holds), then
+// the strict decoder's complaint.
+func explain(data []byte, strict error) error {
+	var probe struct {
+		Version *int `json:"version"`
+	}
+	if err := json.Unmarshal(data, &probe); err != nil {
+		return fmt.Errorf("%w: not valid JSON: %w", errdefs.ErrCorrupt, err)
+	}
+	if probe.Version == nil {
+		return fmt.Errorf("%w: no schema version", errdefs.ErrCorrupt)
+	}
+	if *probe.Version > SchemaVersion {
+		return fmt.Errorf("%w: %w: schema version %d, this imgcache reads version %d: upgrade imgcache", errdefs.ErrCorrupt, ErrNewerSchema, *probe.Version, SchemaVersion)
+	}
+	if *probe.Version != SchemaVersion {
+		return fmt.Errorf("%w: schema version %d, this imgcache reads version %d (upgrade imgcache, or rebuild with verify --repair)", errdefs.ErrCorrupt, *probe.Version, SchemaVersion)
+	}
+	if strict == nil { // the two passes disagree on the version: say so
+		strict = errors.New("ambiguous schema version")
+	}
+	return fmt.Errorf("%w: %w", errdefs.ErrCorrupt, strict)
 }
 
 // Encode writes m as indented JSON.
@@ -199,6 +256,39 @@ func (s *Store) Load(ctx context.Context) (*Manifest, error) {
 	return s.read()
 }
 
+// Lookup returns name's entry, read under the shared lock with the use log
+// applied, and false if there is none. It decodes only that entry (Load
+// decodes them all), so its cost stays small in a cache of thousands.
+func (s *Store) Lookup(ctx context.Context, name string) (Entry, bool, error) {
+	l, err := lockfile.Acquire(ctx, s.lockPath(), false)
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("manifest: %w", err)
+	}
+	defer l.Release()
+	f, err := os.Open(s.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return Entry{}, false, nil
+	}
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("manifest %s: %w", s.Path(), err)
+	}
+	defer f.Close()
+	e, err := lookupFile(f, name)
+	if err != nil {
+		return Entry{}, false, s.readError(err)
+	}
+	if e == nil {
+		return Entry{}, false, nil
+	}
+	uses, err := s.readUses()
+	if err != nil {
+		return Entry{}, false, err
+	}
+	m := &Manifest{Version: SchemaVersion, Entries: map[string]*Entry{name: e}}
+	m.Apply(uses)
+	return *e, true, nil
+}
+
 // Update runs fn on the current manifest under the exclusive lock and, when
 // fn returns nil, writes the result atomically and durably. When fn returns
 // an error nothing is written and that error is returned. fn must be quick.
@@ -225,6 +315,9 @@ func (s *Store) UpdateThen(ctx context.Context, fn func(*Manifest) error, then f
 	if err := s.write(m); err != nil {
 		return err
 	}
+	if err := s.clearUses(); err != nil {
+		return err
+	}
 	if then != nil {
 		then(m)
 	}
@@ -239,7 +332,15 @@ func (s *Store) Replace(ctx context.Context, m *Manifest) error {
 		return fmt.Errorf("manifest: %w", err)
 	}
 	defer l.Release()
-	return s.write(m)
+	uses, err := s.readUses()
+	if err != nil {
+		return err
+	}
+	m.Apply(uses)
+	if err := s.write(m); err != nil {
+		return err
+	}
+	return s.clearUses()
 }
 
 func (s *Store) read() (*Manifest, error) {
@@ -251,14 +352,84 @@ func (s *Store) read() (*Manifest, error) {
 		return nil, fmt.Errorf("manifest %s: %w", s.Path(), err)
 	}
 	defer f.Close()
-	m, err := Decode(f)
-	if errors.Is(err, ErrNewerSchema) {
-		return nil, fmt.Errorf("manifest %s: %w", s.Path(), err)
-	}
+	data, err := readAll(f)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w (run `imgcache verify --repair` to rebuild it from names/ and blobs/)", s.Path(), err)
+		return nil, s.readError(err)
 	}
+	m, err := decode(data)
+	if err != nil {
+		return nil, s.readError(err)
+	}
+	uses, err := s.readUses()
+	if err != nil {
+		return nil, err
+	}
+	m.Apply(uses)
 	return m, nil
+}
+
+func (s *Store) readError(err error) error {
+	if errors.Is(err, ErrNewerSchema) {
+		return fmt.Errorf("manifest %s: %w", s.Path(), err)
+	}
+	return fmt.Errorf("manifest %s: %w (run `imgcache verify --repair` to rebuild it from names/ and blobs/)", s.Path(), err)
+}
+
+// lookupFile is lookup on f's content, mapped rather than read where it
+// can be. Nothing returned refers to the mapping.
+func lookupFile(f *os.File, name string) (e *Entry, err error) {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 || fi.Size() > MaxFileSize {
+		data, err := readAll(f)
+		if err != nil {
+			return nil, err
+		}
+		return lookup(data, name)
+	}
+	data, unmap, err := fsutil.MapReadOnly(f, int(fi.Size()))
+	if err != nil {
+		if data, err = readAll(f); err != nil {
+			return nil, err
+		}
+		return lookup(data, name)
+	}
+	defer unmap()
+	// The writers replace manifest.json by rename and never change it in
+	// place; should someone truncate it anyway, reading the mapping faults:
+	// make that an error, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			// A fault on the mapping panics with an error that has the
+			// faulting address (debug.SetPanicOnFault).
+			if _, ok := r.(interface{ Addr() uintptr }); !ok {
+				panic(r) // a bug, not a fault: keep its stack
+			}
+			e, err = nil, fmt.Errorf("%w: %s changed while it was read (%v); try again", errdefs.ErrCorrupt, f.Name(), r)
+		}
+	}()
+	if testHookMapped != nil {
+		testHookMapped(f)
+	}
+	return lookup(data, name)
+}
+
+// testHookMapped runs between mapping and reading (tests truncate the file).
+var testHookMapped func(*os.File)
+
+// readAll reads f into one buffer sized from its length (growing a buffer
+// from nothing costs more than decoding a large manifest).
+func readAll(f *os.File) ([]byte, error) {
+	size := int64(512)
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		size = min(fi.Size()+512, MaxFileSize+1)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(size))
+	if _, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1)); err != nil {
+		return nil, fmt.Errorf("%w: read: %w", errdefs.ErrCorrupt, err)
+	}
+	return buf.Bytes(), nil
 }
 
 func (s *Store) write(m *Manifest) error {

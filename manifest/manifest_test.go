@@ -254,6 +254,7 @@ var brokenManifests = []struct {
 	{"unknown entry field", `{"version":1,"entries":{"a-b-c-d":{"name":"a-b-c-d","digest":"sha256:` + hexA + `","size":10,"colour":"red"}}}`},
 	{"trailing data", `{"version":1,"entries":{}} {"version":1}`},
 	{"trailing garbage", `{"version":1,"entries":{}}x`},
+	{"trailing brace", `{"version":1,"entries":{}}}{`},
 	{"key != name", `{"version":1,"entries":{"a-b-c-d":{"name":"e-f-g-h","digest":"sha256:` + hexA + `","size":10}}}`},
 	{"no name", `{"version":1,"entries":{"a-b-c-d":{"digest":"sha256:` + hexA + `","size":10}}}`},
 	{"bad digest", `{"version":1,"entries":{"a-b-c-d":{"name":"a-b-c-d","digest":"sha256:xyz","size":10}}}`},
