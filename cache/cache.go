@@ -146,28 +146,26 @@ func notFound(n naming.Name) error {
 	return fmt.Errorf("no entry named %q: %w (imgcache ls lists the cache)", n, errdefs.ErrNotFound)
 }
 
-// entry returns a copy of n's entry.
+// entry returns a copy of n's entry (decoding only that one).
 func (c *Cache) entry(ctx context.Context, n naming.Name) (manifest.Entry, error) {
-	m, err := c.load(ctx)
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	e, ok, err := c.man.Lookup(lctx, n.String())
 	if err != nil {
 		return manifest.Entry{}, err
 	}
-	e, ok := m.Entries[n.String()]
 	if !ok {
 		return manifest.Entry{}, notFound(n)
 	}
-	return *e, nil
+	return e, nil
 }
 
-// touch records a use of n, if n still names d.
+// touch records a use of n, if n still names d: one line appended to the
+// use log, not a manifest rewrite.
 func (c *Cache) touch(ctx context.Context, n naming.Name, d digest.Digest) error {
-	now := c.opt.Now().UTC()
-	return c.update(ctx, func(m *manifest.Manifest) error {
-		if e, ok := m.Entries[n.String()]; ok && e.Digest == d {
-			e.LastUsed = now
-		}
-		return nil
-	})
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	return c.man.Touch(lctx, n.String(), d, c.opt.Now().UTC())
 }
 
 // linkPath is the one place a name becomes a path under names/.
