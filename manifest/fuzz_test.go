@@ -135,6 +135,18 @@ func FuzzParseUses(f *testing.F) {
 		if len(uses) > bytes.Count(data, []byte{'\n'}) {
 			t.Fatalf("%d uses from %d lines", len(uses), bytes.Count(data, []byte{'\n'}))
 		}
+		if len(uses) > 0 { // the hot path's filter keeps exactly one name's uses
+			name := uses[0].Name
+			var want []Use
+			for _, u := range uses {
+				if u.Name == name {
+					want = append(want, u)
+				}
+			}
+			if got, err := parseUses(bytes.NewReader(data), name); err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("parseUses(%q) = %+v, %v; want %+v", name, got, err, want)
+			}
+		}
 		for _, u := range uses {
 			line, err := useLine(u.Name, u.Digest, u.Time)
 			if err != nil {

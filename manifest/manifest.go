@@ -280,7 +280,7 @@ func (s *Store) Lookup(ctx context.Context, name string) (Entry, bool, error) {
 	if e == nil {
 		return Entry{}, false, nil
 	}
-	uses, err := s.readUses()
+	uses, err := s.readUses(name)
 	if err != nil {
 		return Entry{}, false, err
 	}
@@ -332,7 +332,7 @@ func (s *Store) Replace(ctx context.Context, m *Manifest) error {
 		return fmt.Errorf("manifest: %w", err)
 	}
 	defer l.Release()
-	uses, err := s.readUses()
+	uses, err := s.readUses("")
 	if err != nil {
 		return err
 	}
@@ -360,7 +360,7 @@ func (s *Store) read() (*Manifest, error) {
 	if err != nil {
 		return nil, s.readError(err)
 	}
-	uses, err := s.readUses()
+	uses, err := s.readUses("")
 	if err != nil {
 		return nil, err
 	}

@@ -38,10 +38,8 @@ const UsesFoldSize = 1 << 20
 // maxUseLine bounds one line; longer lines are skipped as garbage.
 const maxUseLine = 512
 
-func (s *Store) usesPath() string { return filepath.Join(s.dir, "uses.log") }
-
 // UsesPath is the use log's path.
-func (s *Store) UsesPath() string { return s.usesPath() }
+func (s *Store) UsesPath() string { return filepath.Join(s.dir, "uses.log") }
 
 // Touch records that name, holding d, was used at t. It is cheap (one short
 // append) and safe alongside any other reader or writer of the manifest.
@@ -88,7 +86,7 @@ func (s *Store) appendUse(ctx context.Context, line []byte) (int64, error) {
 		return 0, fmt.Errorf("manifest: %w", err)
 	}
 	defer l.Release()
-	f, err := os.OpenFile(s.usesPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(s.UsesPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("manifest: record use: %w", fsutil.Classify(err))
 	}
@@ -118,7 +116,12 @@ type Use struct {
 
 // ParseUses reads a use log, skipping lines that do not parse (and a last
 // line without its newline: a write cut short).
-func ParseUses(r io.Reader) ([]Use, error) {
+func ParseUses(r io.Reader) ([]Use, error) { return parseUses(r, "") }
+
+// parseUses is ParseUses of only name's lines, or of all when name is "":
+// the hot path (Lookup) parses only its own entry's uses.
+func parseUses(r io.Reader, name string) ([]Use, error) {
+	suffix := []byte(" " + name + "\n")
 	var uses []Use
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -137,6 +140,9 @@ func ParseUses(r io.Reader) ([]Use, error) {
 		}
 		if err != nil {
 			return uses, err
+		}
+		if name != "" && !bytes.HasSuffix(line, suffix) {
+			continue
 		}
 		if u, ok := parseUse(line); ok {
 			uses = append(uses, u)
@@ -175,9 +181,10 @@ func (m *Manifest) Apply(uses []Use) {
 	}
 }
 
-// readUses reads the use log (none is no uses). The caller holds the lock.
-func (s *Store) readUses() ([]Use, error) {
-	f, err := os.Open(s.usesPath())
+// readUses reads the use log's lines for name, or all of them for ""
+// (no log is no uses). The caller holds the lock.
+func (s *Store) readUses(name string) ([]Use, error) {
+	f, err := os.Open(s.UsesPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -185,7 +192,7 @@ func (s *Store) readUses() ([]Use, error) {
 		return nil, fmt.Errorf("manifest: use log: %w", err)
 	}
 	defer f.Close()
-	uses, err := ParseUses(f)
+	uses, err := parseUses(f, name)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: use log %s: %w", f.Name(), err)
 	}
@@ -196,7 +203,7 @@ func (s *Store) readUses() ([]Use, error) {
 // caller holds the exclusive lock. Should the removal not survive a crash,
 // the log is applied again, which changes nothing.
 func (s *Store) clearUses() error {
-	if err := os.Remove(s.usesPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(s.UsesPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("manifest: empty the use log: %w", err)
 	}
 	return nil
