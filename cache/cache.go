@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -46,11 +47,13 @@ type Options struct {
 
 // Cache is one cache directory.
 type Cache struct {
-	dir    string
-	blobs  *cas.Store
-	man    *manifest.Store
-	opt    Options
-	bridge *dockerbridge.Bridge
+	dir   string
+	blobs *cas.Store
+	man   *manifest.Store
+	opt   Options
+
+	bridgeMu sync.Mutex // guards bridge: parallel builds share the Cache
+	bridge   *dockerbridge.Bridge
 }
 
 // Open opens (creating if needed) the cache directory dir.
@@ -98,6 +101,8 @@ func (c *Cache) Dir() string { return c.dir }
 
 // Close releases the Docker connection, if one was made.
 func (c *Cache) Close() error {
+	c.bridgeMu.Lock()
+	defer c.bridgeMu.Unlock()
 	if c.bridge != nil {
 		return c.bridge.Close()
 	}
@@ -106,6 +111,8 @@ func (c *Cache) Close() error {
 
 // docker returns the daemon connection, connecting on first use.
 func (c *Cache) docker(ctx context.Context) (*dockerbridge.Bridge, error) {
+	c.bridgeMu.Lock()
+	defer c.bridgeMu.Unlock()
 	if c.bridge == nil {
 		b, err := c.opt.Docker(ctx)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/image"
@@ -20,10 +21,13 @@ import (
 const MinAPIVersion = "1.41"
 
 // Bridge is a connection to one Docker daemon.
+// A Bridge is safe for concurrent use (rebuild runs builds in parallel).
 type Bridge struct {
 	cli  *client.Client
 	host string
 	api  string
+
+	mu   sync.Mutex // guards os and arch, asked once
 	os   string
 	arch string
 }
@@ -63,6 +67,8 @@ func (b *Bridge) APIVersion() string { return b.api }
 // Platform is the daemon's OS and architecture in Go/OCI terms ("linux",
 // "amd64"), asked on first use (the warm path never needs it).
 func (b *Bridge) Platform(ctx context.Context) (os, arch string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.arch == "" {
 		v, err := b.cli.ServerVersion(ctx)
 		if err != nil {
