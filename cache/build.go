@@ -191,7 +191,10 @@ func (c *Cache) checkSpec(n naming.Name, spec BuildSpec) (*manifest.Recipe, erro
 // buildLock takes n's build lock. waitedSince is when it started waiting
 // for another holder; zero when the lock was free.
 func (c *Cache) buildLock(ctx context.Context, n naming.Name, out io.Writer) (*lockfile.Lock, time.Time, error) {
-	path := filepath.Join(c.dir, "locks", "build-"+n.String()+".lock")
+	path, err := c.blobs.KeyLockPath("build-" + n.String())
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("build %s: %w", n, err)
+	}
 	l, ok, err := lockfile.TryAcquire(path, true)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("build %s: %w", n, err)

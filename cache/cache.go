@@ -54,6 +54,13 @@ type Cache struct {
 
 	bridgeMu sync.Mutex // guards bridge: parallel builds share the Cache
 	bridge   *dockerbridge.Bridge
+
+	hooks testHooks
+}
+
+// testHooks let tests act at chosen points of an operation (export_test.go).
+type testHooks struct {
+	verifySnapshot func() // between Verify's snapshot and its hashing
 }
 
 // Open opens (creating if needed) the cache directory dir.
@@ -182,7 +189,7 @@ func (c *Cache) linkPath(n naming.Name) string {
 
 // linkTarget is the relative symlink target for a blob.
 func linkTarget(d digest.Digest) string {
-	return filepath.Join("..", "..", "blobs", "sha256", d.Encoded()+".tar.zst")
+	return filepath.Join("..", "..", cas.RelPath(d))
 }
 
 // checkName refuses a Name that naming.Parse would not return: its fields

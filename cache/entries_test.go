@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"os"
@@ -266,7 +267,7 @@ func TestRemove(t *testing.T) {
 	}
 }
 
-func sortedCopy(s []string) []string {
+func sortedCopy[S ~[]E, E cmp.Ordered](s S) S {
 	c := slices.Clone(s)
 	slices.Sort(c)
 	return c

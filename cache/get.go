@@ -174,9 +174,8 @@ func (c *Cache) blobMissing(n naming.Name, e manifest.Entry, err error) error {
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		return err
 	}
-	q, _ := filepath.Glob(filepath.Join(c.dir, "quarantine", e.Digest.Encoded()+"-*"))
-	if len(q) > 0 {
-		return fmt.Errorf("%s: its blob %s failed verification earlier and is in quarantine (%s): %w (put or save the image again)", n, e.Digest, q[len(q)-1], errdefs.ErrIntegrity)
+	if q := c.blobs.Quarantined(e.Digest); q != "" {
+		return fmt.Errorf("%s: its blob %s failed verification earlier and is in quarantine (%s): %w (put or save the image again)", n, e.Digest, q, errdefs.ErrIntegrity)
 	}
 	return fmt.Errorf("%s: its blob %s is missing: %w (imgcache verify --repair, then put the image again)", n, e.Digest, errdefs.ErrNotFound)
 }

@@ -345,7 +345,7 @@ func readFile(t *testing.T, p string) []byte {
 }
 
 // problems returns the report's problems of the given kind.
-func problems(rep *cache.VerifyReport, kind string) []cache.Problem {
+func problems(rep *cache.VerifyReport, kind cache.ProblemKind) []cache.Problem {
 	var out []cache.Problem
 	for _, p := range rep.Problems {
 		if p.Kind == kind {
@@ -355,8 +355,8 @@ func problems(rep *cache.VerifyReport, kind string) []cache.Problem {
 	return out
 }
 
-func kinds(rep *cache.VerifyReport) []string {
-	var ks []string
+func kinds(rep *cache.VerifyReport) []cache.ProblemKind {
+	var ks []cache.ProblemKind
 	for _, p := range rep.Problems {
 		ks = append(ks, p.Kind)
 	}

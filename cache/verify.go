@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -20,31 +19,49 @@ import (
 	"github.com/imgcache/imgcache/naming"
 )
 
+// ProblemKind names what Verify found. The strings are part of the CLI's
+// output (text and JSON).
+type ProblemKind string
+
 // Problem kinds reported by Verify.
 const (
-	ProblemManifest     = "manifest-corrupt"
-	ProblemBadName      = "bad-name"
-	ProblemMissingBlob  = "missing-blob"
-	ProblemQuarantined  = "quarantined"
-	ProblemMismatch     = "digest-mismatch"
-	ProblemSize         = "size-mismatch"
-	ProblemLink         = "stale-link"
-	ProblemStrayLink    = "stray-link"
-	ProblemStrayFile    = "stray-file"
-	ProblemUnreferenced = "unreferenced-blob"
+	ProblemManifest     ProblemKind = "manifest-corrupt"
+	ProblemBadName      ProblemKind = "bad-name"
+	ProblemMissingBlob  ProblemKind = "missing-blob"
+	ProblemQuarantined  ProblemKind = "quarantined"
+	ProblemMismatch     ProblemKind = "digest-mismatch"
+	ProblemSize         ProblemKind = "size-mismatch"
+	ProblemLink         ProblemKind = "stale-link"
+	ProblemStrayLink    ProblemKind = "stray-link"
+	ProblemStrayFile    ProblemKind = "stray-file"
+	ProblemUnreferenced ProblemKind = "unreferenced-blob"
 )
+
+// Integrity reports whether the kind means damaged content or metadata
+// (exit 4) rather than a problem of another sort (exit 9).
+func (k ProblemKind) Integrity() bool {
+	switch k {
+	case ProblemMismatch, ProblemManifest, ProblemQuarantined, ProblemSize:
+		return true
+	}
+	return false
+}
 
 // Problem is one finding. Fixed findings (links re-derived, entries dropped
 // by --repair) are reported but do not make the cache unhealthy; neither do
 // unreferenced blobs, which gc reclaims.
 type Problem struct {
-	Kind   string `json:"kind"`
-	Name   string `json:"name,omitempty"`
-	Digest string `json:"digest,omitempty"`
-	Path   string `json:"path,omitempty"`
-	Detail string `json:"detail"`
-	Fixed  bool   `json:"fixed"`
+	Kind   ProblemKind `json:"kind"`
+	Name   string      `json:"name,omitempty"`
+	Digest string      `json:"digest,omitempty"`
+	Path   string      `json:"path,omitempty"`
+	Detail string      `json:"detail"`
+	Fixed  bool        `json:"fixed"`
 }
+
+// Failure reports whether p makes the cache unhealthy: not fixed, and not a
+// mere note (an unreferenced blob).
+func (p Problem) Failure() bool { return !p.Fixed && p.Kind != ProblemUnreferenced }
 
 // VerifyReport is the outcome of Verify.
 type VerifyReport struct {
@@ -55,167 +72,251 @@ type VerifyReport struct {
 }
 
 // OK reports whether nothing unfixed and harmful was found.
-func (r *VerifyReport) OK() bool {
-	for _, p := range r.Problems {
-		if !p.Fixed && p.Kind != ProblemUnreferenced {
-			return false
-		}
-	}
-	return true
-}
+func (r *VerifyReport) OK() bool { return r.Failures() == 0 }
 
 // Failures counts the unfixed problems.
 func (r *VerifyReport) Failures() int {
 	n := 0
 	for _, p := range r.Problems {
-		if !p.Fixed && p.Kind != ProblemUnreferenced {
+		if p.Failure() {
 			n++
 		}
 	}
 	return n
 }
 
+// Err is the report's verdict: nil when OK, an error wrapping
+// errdefs.ErrIntegrity when content or metadata is damaged, else one
+// wrapping errdefs.ErrProblems.
+func (r *VerifyReport) Err() error {
+	n := r.Failures()
+	if n == 0 {
+		return nil
+	}
+	for _, p := range r.Problems {
+		if p.Failure() && p.Kind.Integrity() {
+			return fmt.Errorf("verify: %d problems: damaged content or metadata found: %w", n, errdefs.ErrIntegrity)
+		}
+	}
+	return fmt.Errorf("verify: %d problems: %w", n, errdefs.ErrProblems)
+}
+
 func (r *VerifyReport) add(p Problem) { r.Problems = append(r.Problems, p) }
+
+// finding is a problem with one entry seen while hashing, before it is
+// confirmed against the manifest as it is once hashing is done.
+type finding struct {
+	Problem
+	digest      digest.Digest
+	quarantined bool // the bad blob was moved to quarantine/ by this verify
+	drop        bool // with repair, the entry goes
+}
 
 // Verify re-hashes the blobs of the named entries (all when names is empty)
 // and checks that manifest, blobs and links agree. Blobs that fail are
 // quarantined. Links are a derived view and are re-derived on the spot. With
 // repair, a corrupt manifest is rebuilt from links and blobs, and entries
-// whose blob is gone are dropped. Verifying is not a use.
+// whose blob is gone or bad are dropped. Verifying is not a use.
+//
+// Hashing takes long and runs on a snapshot; every finding about an entry
+// then counts only if the manifest, read under its lock once hashing is
+// done, still holds that entry with that digest (a put, rm or gc that
+// landed meanwhile is not a problem), and repair acts in that same locked
+// update.
 func (c *Cache) Verify(ctx context.Context, names []naming.Name, repair bool) (*VerifyReport, error) {
 	rep := &VerifyReport{Problems: []Problem{}}
-	m, err := c.load(ctx)
-	if errors.Is(err, errdefs.ErrCorrupt) && !errors.Is(err, manifest.ErrNewerSchema) {
-		if !repair {
-			rep.add(Problem{Kind: ProblemManifest, Path: c.man.Path(), Detail: err.Error()})
-			return rep, nil
-		}
-		m, err = c.rebuildManifest(ctx, rep)
+	m, err := c.snapshot(ctx, repair, rep)
+	if err != nil || m == nil {
+		return rep, err
 	}
+	selected, err := selectEntries(m, names)
 	if err != nil {
 		return rep, err
 	}
-	all := len(names) == 0
+	rep.Entries = len(selected)
+	if c.hooks.verifySnapshot != nil {
+		c.hooks.verifySnapshot()
+	}
+	found, err := c.hashEntries(ctx, selected, repair, rep)
+	if err != nil {
+		return rep, err
+	}
+	return rep, c.commitVerify(ctx, found, selected, len(names) == 0, rep)
+}
+
+// snapshot reads the manifest; a corrupt one is reported (nil manifest) or,
+// with repair, rebuilt.
+func (c *Cache) snapshot(ctx context.Context, repair bool, rep *VerifyReport) (*manifest.Manifest, error) {
+	m, err := c.load(ctx)
+	if !errors.Is(err, errdefs.ErrCorrupt) {
+		return m, err
+	}
+	if !repair {
+		rep.add(Problem{Kind: ProblemManifest, Path: c.man.Path(), Detail: err.Error()})
+		return nil, nil
+	}
+	return c.repairManifest(ctx, rep)
+}
+
+// selectEntries is the named entries (all when names is empty), sorted.
+func selectEntries(m *manifest.Manifest, names []naming.Name) ([]*manifest.Entry, error) {
 	var selected []*manifest.Entry
-	if all {
+	if len(names) == 0 {
 		for _, name := range m.Names() {
 			selected = append(selected, m.Entries[name])
 		}
-	} else {
-		for _, n := range names {
-			e, ok := m.Entries[n.String()]
-			if !ok {
-				return rep, notFound(n)
-			}
-			selected = append(selected, e)
-		}
+		return selected, nil
 	}
-	rep.Entries = len(selected)
+	for _, n := range names {
+		e, ok := m.Entries[n.String()]
+		if !ok {
+			return nil, notFound(n)
+		}
+		selected = append(selected, e)
+	}
+	return selected, nil
+}
 
-	// Hash each distinct blob once.
-	verdict := map[digest.Digest]error{}
-	sizes := map[digest.Digest]int64{}
-	var drop []string
+// hashEntries hashes each distinct blob of the selected entries once and
+// returns what it found wrong with each entry, still to be confirmed.
+func (c *Cache) hashEntries(ctx context.Context, selected []*manifest.Entry, repair bool, rep *VerifyReport) ([]finding, error) {
+	type verdict struct {
+		size        int64
+		err         error
+		quarantined bool
+	}
+	verdicts := map[digest.Digest]verdict{}
+	var found []finding
 	for _, e := range selected {
+		about := Problem{Name: e.Name, Digest: e.Digest.String()}
 		if _, err := naming.Parse(e.Name); err != nil {
-			rep.add(Problem{Kind: ProblemBadName, Name: e.Name, Digest: e.Digest.String(), Detail: err.Error()})
+			about.Kind, about.Detail = ProblemBadName, err.Error()
+			found = append(found, finding{Problem: about, digest: e.Digest})
 			continue
 		}
-		if _, done := verdict[e.Digest]; !done {
-			size, err := c.hashBlob(ctx, e.Digest)
+		v, done := verdicts[e.Digest]
+		if !done {
+			size, quarantined, err := c.hashBlob(ctx, e.Digest)
 			if err != nil && ctx.Err() != nil {
-				return rep, ctx.Err()
+				return nil, ctx.Err()
 			}
-			verdict[e.Digest], sizes[e.Digest] = err, size
+			v = verdict{size, err, quarantined}
+			verdicts[e.Digest] = v
 			if err == nil {
 				rep.Blobs++
 				rep.Bytes += size
 			}
 		}
-		switch err := verdict[e.Digest]; {
-		case err == nil && sizes[e.Digest] != e.Size:
-			rep.add(Problem{Kind: ProblemSize, Name: e.Name, Digest: e.Digest.String(), Detail: fmt.Sprintf("blob holds %d bytes, manifest says %d", sizes[e.Digest], e.Size)})
-		case err == nil:
-		case errors.Is(err, errdefs.ErrNotFound):
-			kind, detail := ProblemMissingBlob, "blob is missing"
-			if q, _ := filepath.Glob(filepath.Join(c.dir, "quarantine", e.Digest.Encoded()+"-*")); len(q) > 0 {
-				kind, detail = ProblemQuarantined, "blob failed verification earlier and is in quarantine: "+q[len(q)-1]
-			}
-			rep.add(Problem{Kind: kind, Name: e.Name, Digest: e.Digest.String(), Detail: detail, Fixed: repair})
-			if repair {
-				drop = append(drop, e.Name)
-			}
-		case errors.Is(err, errdefs.ErrIntegrity):
-			rep.add(Problem{Kind: ProblemMismatch, Name: e.Name, Digest: e.Digest.String(), Detail: err.Error(), Fixed: repair})
-			if repair {
-				drop = append(drop, e.Name)
-			}
+		f := finding{Problem: about, digest: e.Digest, quarantined: v.quarantined}
+		switch {
+		case v.err == nil && v.size != e.Size:
+			f.Kind, f.Detail = ProblemSize, fmt.Sprintf("blob holds %d bytes, manifest says %d", v.size, e.Size)
+		case v.err == nil:
+			continue
+		case errors.Is(v.err, errdefs.ErrNotFound):
+			f.Kind, f.Detail, f.drop = ProblemMissingBlob, "blob is missing", repair
+		case errors.Is(v.err, errdefs.ErrIntegrity):
+			f.Kind, f.Detail, f.drop = ProblemMismatch, v.err.Error(), repair
 		default:
-			return rep, err
+			return nil, v.err
 		}
+		found = append(found, f)
 	}
-	if len(drop) > 0 {
-		if err := c.update(ctx, func(m *manifest.Manifest) error {
-			for _, name := range drop {
-				delete(m.Entries, name)
-			}
-			return nil
-		}); err != nil {
-			return rep, err
-		}
-		for _, name := range drop {
-			delete(m.Entries, name)
-		}
-	}
-	// Links are re-derived from the manifest as it is now, under its lock:
-	// the snapshot above is stale once hashing is done, and a put or remove
-	// that landed meanwhile must not see its link reverted or removed.
-	err = c.update(ctx, func(now *manifest.Manifest) error {
+	return found, nil
+}
+
+// commitVerify confirms the findings against the current manifest, drops
+// what repair drops, and re-derives the links, all under the manifest's
+// lock: the snapshot is stale once hashing is done, and a put or remove
+// that landed meanwhile must neither be undone nor reported.
+func (c *Cache) commitVerify(ctx context.Context, found []finding, selected []*manifest.Entry, all bool, rep *VerifyReport) error {
+	derive := func(now *manifest.Manifest) {
 		c.checkLinks(now, selected, all, rep)
 		if all {
 			c.checkBlobs(now, rep)
 		}
-		return errNoWrite
-	})
-	if err != nil && !errors.Is(err, errNoWrite) {
-		return rep, err
 	}
-	return rep, nil
+	err := c.updateThen(ctx, func(now *manifest.Manifest) error {
+		dropped := false
+		for _, f := range found {
+			if !c.confirm(now, &f) {
+				c.opt.Log.Debug("verify: finding no longer applies; the entry changed while verify ran", "name", f.Name, "kind", string(f.Kind))
+				continue
+			}
+			f.Fixed = f.drop
+			rep.add(f.Problem)
+			if f.drop {
+				delete(now.Entries, f.Name)
+				dropped = true
+			}
+		}
+		if !dropped {
+			derive(now)
+			return errNoWrite
+		}
+		return nil
+	}, derive)
+	if errors.Is(err, errNoWrite) {
+		return nil
+	}
+	return err
+}
+
+// confirm reports whether a finding still holds for the manifest as it is
+// now: the entry still names the digest that was hashed, and a blob found
+// missing (or moved to quarantine by this verify) has not been ingested
+// again since. A missing blob is reported as quarantined if it is there.
+func (c *Cache) confirm(now *manifest.Manifest, f *finding) bool {
+	cur := now.Entries[f.Name]
+	if cur == nil || cur.Digest != f.digest {
+		return false // removed, evicted or re-put meanwhile
+	}
+	if f.Kind == ProblemMissingBlob || (f.Kind == ProblemMismatch && f.quarantined) {
+		if _, err := c.blobs.Stat(f.digest); err == nil {
+			return false // ingested again (verified on the way) since
+		}
+	}
+	if f.Kind == ProblemMissingBlob {
+		if q := c.blobs.Quarantined(f.digest); q != "" {
+			f.Kind, f.Detail = ProblemQuarantined, "blob failed verification earlier and is in quarantine: "+q
+		}
+	}
+	return true
 }
 
 // errNoWrite ends a manifest update without writing.
 var errNoWrite = errors.New("manifest unchanged")
 
 // hashBlob re-hashes one blob under its shared lock and quarantines it on a
-// mismatch. It returns the uncompressed size.
-func (c *Cache) hashBlob(ctx context.Context, d digest.Digest) (int64, error) {
+// mismatch (quarantined: it was moved). It returns the uncompressed size.
+func (c *Cache) hashBlob(ctx context.Context, d digest.Digest) (size int64, quarantined bool, err error) {
 	lctx, cancel := c.lockCtx(ctx)
 	lock, err := c.blobs.Lock(lctx, d, false)
 	cancel()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	r, err := c.blobs.Open(d)
 	if err != nil {
 		lock.Release()
-		return 0, err
+		return 0, false, err
 	}
 	_, err = r.WriteTo(ctxWriter{ctx})
-	size := r.Size()
+	size = r.Size()
 	r.Close()
 	lock.Release()
 	if !errors.Is(err, errdefs.ErrIntegrity) {
-		return size, err
+		return size, false, err
 	}
 	// Quarantine under the exclusive lock, unless someone is using it.
 	c.count(func(s *Counters) { s.IntegrityFailures++ })
 	if xl, ok, lerr := c.blobs.TryLock(d, true); lerr == nil && ok {
 		if dst, qerr := c.blobs.Quarantine(d); qerr == nil {
-			err = fmt.Errorf("%w; moved to %s", err, dst)
+			err, quarantined = fmt.Errorf("%w; moved to %s", err, dst), true
 		}
 		xl.Release()
 	}
-	return size, err
+	return size, quarantined, err
 }
 
 // ctxWriter discards, failing once ctx is done (so Ctrl-C stops a long hash).
@@ -232,32 +333,40 @@ func (w ctxWriter) Write(p []byte) (int, error) {
 // and, when all entries were selected, removes links no entry accounts for.
 func (c *Cache) checkLinks(m *manifest.Manifest, selected []*manifest.Entry, all bool, rep *VerifyReport) {
 	for _, sel := range selected {
-		e := m.Entries[sel.Name]
-		if e == nil {
-			continue // dropped by repair, or removed meanwhile
+		if e := m.Entries[sel.Name]; e != nil { // nil: dropped by repair, or removed meanwhile
+			c.checkLink(e, rep)
 		}
-		n, err := naming.Parse(e.Name)
-		if err != nil {
-			continue
-		}
-		p := c.linkPath(n)
-		cur, err := os.Readlink(p)
-		if err == nil && cur == linkTarget(e.Digest) {
-			continue
-		}
-		detail := "link missing"
-		if err == nil {
-			detail = "link pointed at " + cur
-		} else if fi, lerr := os.Lstat(p); lerr == nil && fi.Mode()&os.ModeSymlink == 0 {
-			rep.add(Problem{Kind: ProblemStrayFile, Name: e.Name, Path: p, Detail: "not a symlink; left alone (remove it by hand)"})
-			continue
-		}
-		ferr := c.setLink(n, e.Digest)
-		rep.add(Problem{Kind: ProblemLink, Name: e.Name, Path: p, Detail: detail + "; re-linked", Fixed: ferr == nil})
 	}
-	if !all {
+	if all {
+		c.removeStrayLinks(m, rep)
+	}
+}
+
+// checkLink re-derives one entry's link.
+func (c *Cache) checkLink(e *manifest.Entry, rep *VerifyReport) {
+	n, err := naming.Parse(e.Name)
+	if err != nil {
 		return
 	}
+	p := c.linkPath(n)
+	cur, err := os.Readlink(p)
+	if err == nil && cur == linkTarget(e.Digest) {
+		return
+	}
+	detail := "link missing"
+	if err == nil {
+		detail = "link pointed at " + cur
+	} else if fi, lerr := os.Lstat(p); lerr == nil && fi.Mode()&os.ModeSymlink == 0 {
+		rep.add(Problem{Kind: ProblemStrayFile, Name: e.Name, Path: p, Detail: "not a symlink; left alone (remove it by hand)"})
+		return
+	}
+	ferr := c.setLink(n, e.Digest)
+	rep.add(Problem{Kind: ProblemLink, Name: e.Name, Path: p, Detail: detail + "; re-linked", Fixed: ferr == nil})
+}
+
+// removeStrayLinks removes the links under names/ that no entry of m
+// accounts for, and reports files there that are no links.
+func (c *Cache) removeStrayLinks(m *manifest.Manifest, rep *VerifyReport) {
 	dirs, _ := filepath.Glob(filepath.Join(c.dir, "names", "*"))
 	for _, d := range dirs {
 		if err := checkLinkDir(d); err != nil {
@@ -269,10 +378,8 @@ func (c *Cache) checkLinks(m *manifest.Manifest, selected []*manifest.Entry, all
 		if checkLinkDir(filepath.Dir(p)) != nil {
 			continue // reported above; what it leads to is not ours
 		}
-		base := filepath.Base(p)
-		name, ok := strings.CutSuffix(base, ".tar.zst")
-		if n, err := naming.Parse(name); ok && err == nil && filepath.Base(filepath.Dir(p)) == n.Project {
-			if _, known := m.Entries[name]; known {
+		if n, ok := c.linkName(p); ok {
+			if _, known := m.Entries[n.String()]; known {
 				continue
 			}
 		}
@@ -305,48 +412,60 @@ func (c *Cache) checkBlobs(m *manifest.Manifest, rep *VerifyReport) {
 	})
 }
 
-// rebuildManifest replaces a corrupt manifest with one derived from the name
-// links and the blobs they point at, re-reading each blob's metadata (which
-// also verifies it). Pins and last-use times are not recoverable: last use
-// becomes the blob's modification time.
-func (c *Cache) rebuildManifest(ctx context.Context, rep *VerifyReport) (*manifest.Manifest, error) {
+// repairManifest replaces a corrupt manifest with one derived from the name
+// links and the blobs they point at (manifest.Store.Repair: derived without
+// the lock, swapped in under it only if no other process repaired it
+// first). Pins and last-use times are not recoverable: last use becomes the
+// blob's modification time.
+func (c *Cache) repairManifest(ctx context.Context, rep *VerifyReport) (*manifest.Manifest, error) {
+	var lost []Problem
+	res, err := c.man.Repair(ctx, func(ctx context.Context) (*manifest.Manifest, error) {
+		m, notRecovered := c.deriveManifest(ctx)
+		lost = notRecovered
+		return m, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repair: %w", err)
+	}
+	if !res.Repaired {
+		return res.Manifest, nil // repaired by another process meanwhile
+	}
+	for _, p := range lost {
+		rep.add(p)
+	}
+	rep.add(Problem{Kind: ProblemManifest, Path: c.man.Path(), Fixed: true,
+		Detail: fmt.Sprintf("rebuilt with %d entries from names/ and blobs/; the damaged file is kept as %s; pins were reset", len(res.Manifest.Entries), res.Kept)})
+	return res.Manifest, nil
+}
+
+// deriveManifest re-derives entries from the links under names/, reading
+// each blob (which verifies it); links it could not use are reported.
+func (c *Cache) deriveManifest(ctx context.Context) (*manifest.Manifest, []Problem) {
 	m := manifest.New()
+	var lost []Problem
 	links, _ := filepath.Glob(filepath.Join(c.dir, "names", "*", "*.tar.zst"))
 	sort.Strings(links)
 	for _, p := range links {
-		name := strings.TrimSuffix(filepath.Base(p), ".tar.zst")
-		n, err := naming.Parse(name)
-		if err != nil || filepath.Base(filepath.Dir(p)) != n.Project || checkLinkDir(filepath.Dir(p)) != nil {
+		n, ok := c.linkName(p)
+		if !ok {
 			continue
 		}
 		target, err := os.Readlink(p)
 		if err != nil {
 			continue
 		}
-		hexpart, ok := strings.CutSuffix(filepath.Base(target), ".tar.zst")
-		d := digest.NewDigestFromEncoded(digest.SHA256, hexpart)
-		if !ok || d.Validate() != nil || target != linkTarget(d) {
+		d, ok := cas.ParseRelPath(target)
+		if !ok || target != linkTarget(d) {
 			continue
 		}
 		e, err := c.entryFromBlob(ctx, n, d)
 		if err != nil {
-			rep.add(Problem{Kind: ProblemStrayLink, Name: name, Path: p, Detail: "not recovered: " + err.Error()})
+			lost = append(lost, Problem{Kind: ProblemStrayLink, Name: n.String(), Path: p, Detail: "not recovered: " + err.Error()})
 			continue
 		}
-		m.Entries[name] = e
+		m.Entries[n.String()] = e
 	}
-	corrupt := fmt.Sprintf("%s.corrupt-%s", c.man.Path(), time.Now().UTC().Format("20060102T150405Z"))
-	if err := os.Rename(c.man.Path(), corrupt); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("repair: keep the damaged manifest: %w", err)
-	}
-	lctx, cancel := c.lockCtx(ctx)
-	defer cancel()
-	if err := c.man.Replace(lctx, m); err != nil {
-		return nil, fmt.Errorf("repair: %w", err)
-	}
-	rep.add(Problem{Kind: ProblemManifest, Path: c.man.Path(), Fixed: true,
-		Detail: fmt.Sprintf("rebuilt with %d entries from names/ and blobs/; the damaged file is kept as %s; pins were reset", len(m.Entries), corrupt)})
-	return m, nil
+	return m, lost
 }
 
 // entryFromBlob re-derives an entry by streaming its blob through the archive
@@ -382,4 +501,18 @@ func (c *Cache) entryFromBlob(ctx context.Context, n naming.Name, d digest.Diges
 		ImageID: img.ID.String(), RepoTags: img.RepoTags, OS: img.OS, Arch: img.Architecture, Variant: img.Variant,
 		MetadataOffset: info.MetadataOffset, Created: img.Created, Added: t, LastUsed: t,
 	}, nil
+}
+
+// linkName is the name a path under names/<project>/ stands for, if it is
+// well-formed and in its project's directory (a real one, not a symlink).
+func (c *Cache) linkName(p string) (naming.Name, bool) {
+	name, ok := strings.CutSuffix(filepath.Base(p), ".tar.zst")
+	if !ok {
+		return naming.Name{}, false
+	}
+	n, err := naming.Parse(name)
+	if err != nil || filepath.Base(filepath.Dir(p)) != n.Project || checkLinkDir(filepath.Dir(p)) != nil {
+		return naming.Name{}, false
+	}
+	return n, true
 }

@@ -76,14 +76,14 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 		damage func(t *testing.T, f *verifyFixture)
 		repair bool
 		// want lists the problem kinds, in any order.
-		want   []string
+		want   []cache.ProblemKind
 		wantOK bool
 		check  func(t *testing.T, f *verifyFixture)
 	}{
 		{
 			name:   "flipped byte in a blob",
 			damage: func(t *testing.T, f *verifyFixture) { flipByte(t, blobPath(f.c, f.digest(f.names[2]))) },
-			want:   []string{cache.ProblemMismatch},
+			want:   []cache.ProblemKind{cache.ProblemMismatch},
 			check: func(t *testing.T, f *verifyFixture) {
 				d := f.digest(f.names[2])
 				if hasBlob(t, f.c, d) {
@@ -95,7 +95,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 				}
 				// Still reported, now as quarantined, and still not OK.
 				again := verify(t, f.c, false)
-				if again.OK() || !slices.Equal(kinds(again), []string{cache.ProblemQuarantined}) {
+				if again.OK() || !slices.Equal(kinds(again), []cache.ProblemKind{cache.ProblemQuarantined}) {
 					t.Errorf("second verify: %s", toJSON(again.Problems))
 				}
 				// Repair drops the entry; the shared blob of the others is fine.
@@ -116,7 +116,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 			damage: func(t *testing.T, f *verifyFixture) { flipByte(t, blobPath(f.c, f.digest(f.names[0]))) },
 			repair: true,
 			// Fixed: both names dropped, and their links with them.
-			want:   []string{cache.ProblemMismatch, cache.ProblemMismatch, cache.ProblemStrayLink, cache.ProblemStrayLink},
+			want:   []cache.ProblemKind{cache.ProblemMismatch, cache.ProblemMismatch, cache.ProblemStrayLink, cache.ProblemStrayLink},
 			wantOK: true,
 			check: func(t *testing.T, f *verifyFixture) {
 				if got := listNames(t, f.c); !slices.Equal(got, f.names[2:]) {
@@ -131,7 +131,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want: []string{cache.ProblemMissingBlob},
+			want: []cache.ProblemKind{cache.ProblemMissingBlob},
 			check: func(t *testing.T, f *verifyFixture) {
 				if got := listNames(t, f.c); len(got) != 3 {
 					t.Errorf("verify without repair dropped names: %v", got)
@@ -146,7 +146,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 				}
 			},
 			repair: true,
-			want:   []string{cache.ProblemMissingBlob, cache.ProblemStrayLink},
+			want:   []cache.ProblemKind{cache.ProblemMissingBlob, cache.ProblemStrayLink},
 			wantOK: true,
 			check: func(t *testing.T, f *verifyFixture) {
 				if got := listNames(t, f.c); !slices.Equal(got, f.names[:2]) {
@@ -163,7 +163,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemLink},
+			want:   []cache.ProblemKind{cache.ProblemLink},
 			wantOK: true,
 		},
 		{
@@ -175,7 +175,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemLink},
+			want:   []cache.ProblemKind{cache.ProblemLink},
 			wantOK: true,
 		},
 		{
@@ -185,7 +185,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemLink},
+			want:   []cache.ProblemKind{cache.ProblemLink},
 			wantOK: true,
 		},
 		{
@@ -195,7 +195,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemLink, cache.ProblemLink},
+			want:   []cache.ProblemKind{cache.ProblemLink, cache.ProblemLink},
 			wantOK: true,
 		},
 		{
@@ -207,7 +207,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemStrayLink},
+			want:   []cache.ProblemKind{cache.ProblemStrayLink},
 			wantOK: true,
 			check: func(t *testing.T, f *verifyFixture) {
 				if exists(t, filepath.Join(f.c.Dir(), "names", "ghost", "ghost-a-b-c.tar.zst")) {
@@ -226,7 +226,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemStrayLink},
+			want:   []cache.ProblemKind{cache.ProblemStrayLink},
 			wantOK: true,
 		},
 		{
@@ -236,7 +236,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want: []string{cache.ProblemStrayFile},
+			want: []cache.ProblemKind{cache.ProblemStrayFile},
 			check: func(t *testing.T, f *verifyFixture) {
 				if got := readFile(t, filepath.Join(f.c.Dir(), "names", "capy", "notes.txt")); string(got) != "mine" {
 					t.Error("stray regular file changed")
@@ -250,7 +250,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:   []string{cache.ProblemUnreferenced},
+			want:   []cache.ProblemKind{cache.ProblemUnreferenced},
 			wantOK: true,
 		},
 		{
@@ -261,7 +261,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 				writeManifest(t, f.c, m)
 			},
 			// The real blob is now unreferenced; the link is re-derived.
-			want: []string{cache.ProblemMissingBlob, cache.ProblemLink, cache.ProblemUnreferenced},
+			want: []cache.ProblemKind{cache.ProblemMissingBlob, cache.ProblemLink, cache.ProblemUnreferenced},
 			check: func(t *testing.T, f *verifyFixture) {
 				fixed := verify(t, f.c, true)
 				if !fixed.OK() {
@@ -286,7 +286,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 				writeManifest(t, f.c, m)
 			},
 			repair: true,
-			want:   []string{cache.ProblemMissingBlob, cache.ProblemStrayLink, cache.ProblemUnreferenced},
+			want:   []cache.ProblemKind{cache.ProblemMissingBlob, cache.ProblemStrayLink, cache.ProblemUnreferenced},
 			wantOK: true,
 			check: func(t *testing.T, f *verifyFixture) {
 				if got := listNames(t, f.c); !slices.Equal(got, f.names[:2]) {
@@ -301,7 +301,7 @@ func TestVerifyFindsAndFixes(t *testing.T) {
 				m.Entries[f.names[2]].Size++
 				writeManifest(t, f.c, m)
 			},
-			want: []string{cache.ProblemSize},
+			want: []cache.ProblemKind{cache.ProblemSize},
 		},
 	}
 	for _, tt := range tests {
@@ -371,7 +371,7 @@ func TestVerifyCorruptManifest(t *testing.T) {
 			}
 
 			rep := verify(t, f.c, false)
-			if rep.OK() || !slices.Equal(kinds(rep), []string{cache.ProblemManifest}) {
+			if rep.OK() || !slices.Equal(kinds(rep), []cache.ProblemKind{cache.ProblemManifest}) {
 				t.Fatalf("verify without repair: OK=%v problems=%s", rep.OK(), toJSON(rep.Problems))
 			}
 			if got := readFile(t, mpath); !bytes.Equal(got, bad) {

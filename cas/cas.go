@@ -84,6 +84,45 @@ func (s *Store) BlobPath(d digest.Digest) (string, error) {
 	return filepath.Join(s.blobDir(), d.Encoded()+blobSuffix), nil
 }
 
+// RelPath is d's blob path relative to the cache root
+// ("blobs/sha256/<hex>.tar.zst"): what links under names/ are built from.
+func RelPath(d digest.Digest) string {
+	return filepath.Join("blobs", "sha256", d.Encoded()+blobSuffix)
+}
+
+// ParseRelPath is the inverse of RelPath on the path's last two elements
+// and its suffix: it returns the digest a link target names, or false.
+func ParseRelPath(p string) (digest.Digest, bool) {
+	hexpart, ok := strings.CutSuffix(filepath.Base(p), blobSuffix)
+	d := digest.NewDigestFromEncoded(digest.SHA256, hexpart)
+	if !ok || validate(d) != nil || filepath.Base(filepath.Dir(p)) != "sha256" || filepath.Base(filepath.Dir(filepath.Dir(p))) != "blobs" {
+		return "", false
+	}
+	return d, true
+}
+
+// Quarantined is the newest quarantined copy of d's blob, or "" if none.
+func (s *Store) Quarantined(d digest.Digest) string {
+	if validate(d) != nil {
+		return ""
+	}
+	q, _ := filepath.Glob(filepath.Join(s.quarantineDir(), d.Encoded()+"-*"+blobSuffix))
+	if len(q) == 0 {
+		return ""
+	}
+	return q[len(q)-1] // the names sort by time
+}
+
+// KeyLockPath is the path of a lock under locks/ for something other than a
+// blob (key: "build-<name>"); keys that could name a blob's lock or leave
+// the directory are refused.
+func (s *Store) KeyLockPath(key string) (string, error) {
+	if key == "" || strings.ContainsAny(key, "/\\\x00") || key == "." || key == ".." || validate(digest.NewDigestFromEncoded(digest.SHA256, key)) == nil {
+		return "", fmt.Errorf("lock key %q: %w", key, errdefs.ErrInvalid)
+	}
+	return filepath.Join(s.lockDir(), key+".lock"), nil
+}
+
 func (s *Store) lockPath(d digest.Digest) (string, error) {
 	if err := validate(d); err != nil {
 		return "", err

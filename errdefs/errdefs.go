@@ -24,4 +24,10 @@ var (
 	ErrInvalid = errors.New("invalid input")
 	// ErrCorrupt: cache metadata (manifest.json) cannot be read; `verify --repair` rebuilds it.
 	ErrCorrupt = errors.New("cache metadata corrupt")
+	// ErrNewerSchema: the cache was written by a newer imgcache; upgrading
+	// imgcache is the fix, and nothing may overwrite it. Not an ErrCorrupt.
+	ErrNewerSchema = errors.New("cache written by a newer imgcache")
+	// ErrProblems: a check (verify) found problems that are not integrity
+	// failures, or gc --strict missed a target.
+	ErrProblems = errors.New("problems found")
 )

@@ -35,8 +35,8 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Decode(bytes.NewReader(data))
 		if err != nil {
-			if !errors.Is(err, errdefs.ErrCorrupt) {
-				t.Fatalf("Decode error %v does not wrap ErrCorrupt", err)
+			if !errors.Is(err, errdefs.ErrCorrupt) && !errors.Is(err, ErrNewerSchema) {
+				t.Fatalf("Decode error %v wraps neither ErrCorrupt nor ErrNewerSchema", err)
 			}
 			if m != nil {
 				t.Fatal("Decode returned a manifest with its error")
@@ -102,8 +102,8 @@ func FuzzLookup(f *testing.F) {
 			}
 		}
 		e, err := lookup(data, name)
-		if err != nil && !errors.Is(err, errdefs.ErrCorrupt) {
-			t.Fatalf("lookup error %v does not wrap ErrCorrupt", err)
+		if err != nil && !errors.Is(err, errdefs.ErrCorrupt) && !errors.Is(err, ErrNewerSchema) {
+			t.Fatalf("lookup error %v wraps neither ErrCorrupt nor ErrNewerSchema", err)
 		}
 		m, derr := Decode(bytes.NewReader(data))
 		if derr != nil {

@@ -25,8 +25,9 @@ import (
 const SchemaVersion = 1
 
 // ErrNewerSchema: the manifest was written by a newer imgcache. Repair must
-// not overwrite it; upgrading imgcache is the fix.
-var ErrNewerSchema = errors.New("manifest written by a newer imgcache")
+// not overwrite it; upgrading imgcache is the fix. It is errdefs.ErrNewerSchema
+// (exit 10), not a corruption.
+var ErrNewerSchema = errdefs.ErrNewerSchema
 
 // MaxFileSize bounds manifest.json; a larger file is refused as corrupt.
 const MaxFileSize = 256 << 20
@@ -215,7 +216,7 @@ func explain(data []byte, strict error) error {
 		return fmt.Errorf("%w: no schema version", errdefs.ErrCorrupt)
 	}
 	if *probe.Version > SchemaVersion {
-		return fmt.Errorf("%w: %w: schema version %d, this imgcache reads version %d: upgrade imgcache", errdefs.ErrCorrupt, ErrNewerSchema, *probe.Version, SchemaVersion)
+		return fmt.Errorf("%w: schema version %d, this imgcache reads version %d: upgrade imgcache (this one must not change it)", ErrNewerSchema, *probe.Version, SchemaVersion)
 	}
 	if *probe.Version != SchemaVersion {
 		return fmt.Errorf("%w: schema version %d, this imgcache reads version %d (upgrade imgcache, or rebuild with verify --repair)", errdefs.ErrCorrupt, *probe.Version, SchemaVersion)
@@ -343,29 +344,10 @@ func (s *Store) Replace(ctx context.Context, m *Manifest) error {
 	return s.clearUses()
 }
 
+// read is the current manifest with the use log applied; the caller holds the lock.
 func (s *Store) read() (*Manifest, error) {
-	f, err := os.Open(s.Path())
-	if errors.Is(err, fs.ErrNotExist) {
-		return New(), nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", s.Path(), err)
-	}
-	defer f.Close()
-	data, err := readAll(f)
-	if err != nil {
-		return nil, s.readError(err)
-	}
-	m, err := decode(data)
-	if err != nil {
-		return nil, s.readError(err)
-	}
-	uses, err := s.readUses("")
-	if err != nil {
-		return nil, err
-	}
-	m.Apply(uses)
-	return m, nil
+	_, m, err := s.readLocked()
+	return m, err
 }
 
 func (s *Store) readError(err error) error {

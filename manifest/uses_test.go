@@ -228,8 +228,13 @@ func TestLookup(t *testing.T) {
 	if _, ok, err := s.Lookup(ctx, "nope-x-y-z"); ok || err != nil {
 		t.Fatalf("Lookup of a missing name: %v, %v", ok, err)
 	}
+	if err := os.WriteFile(s.Path(), []byte(`{"version":2,"entries":{}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Lookup(ctx, "a-b-c-d"); !errors.Is(err, ErrNewerSchema) || errors.Is(err, errdefs.ErrCorrupt) {
+		t.Errorf("newer: Lookup = %v, want ErrNewerSchema and not ErrCorrupt", err)
+	}
 	for _, tt := range []struct{ name, json string }{
-		{"newer", `{"version":2,"entries":{}}`},
 		{"no version", `{"entries":{}}`},
 		{"not json", `{"version":1,"entries":{`},
 		{"bad entry", `{"version":1,"entries":{"a-b-c-d":{"name":"a-b-c-d","digest":"sha256:zz"}}}`},

@@ -120,7 +120,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "imgcache:", err)
-		return exitFailure
+		return exitCode(err)
 	}
 	if err := validateConfig(files, parser.Model); err != nil {
 		fmt.Fprintln(stderr, "imgcache:", err)
@@ -139,7 +139,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintln(stderr, "imgcache:", err)
-		return exitUsage
+		return exitCode(fmt.Errorf("%w: %w", errUsage, err))
 	}
 	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[root.LogLevel]
 	if root.Quiet {

@@ -7,7 +7,6 @@ import (
 
 	units "github.com/docker/go-units"
 
-	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 )
@@ -182,32 +181,12 @@ func (c *verifyCmd) Run(e *env) error {
 			state := "FAIL"
 			if p.Fixed {
 				state = "fixed"
-			} else if p.Kind == "unreferenced-blob" {
+			} else if !p.Failure() {
 				state = "note"
 			}
 			fmt.Fprintf(e.stdout, "%s\t%s\t%s\t%s\n", state, p.Kind, what, p.Detail)
 		}
 		fmt.Fprintf(e.stderr, "verified %d entries, %d blobs (%s): %d problems\n", rep.Entries, rep.Blobs, units.BytesSize(float64(rep.Bytes)), rep.Failures())
 	}
-	if !rep.OK() {
-		if hasKind(rep.Problems, "digest-mismatch", "manifest-corrupt", "quarantined", "size-mismatch") {
-			return fmt.Errorf("verify: %d problems: %w", rep.Failures(), errIntegrityFound)
-		}
-		return fmt.Errorf("verify: %w", errShort)
-	}
-	return nil
-}
-
-func hasKind(ps []cache.Problem, kinds ...string) bool {
-	for _, p := range ps {
-		if p.Fixed {
-			continue
-		}
-		for _, k := range kinds {
-			if p.Kind == k {
-				return true
-			}
-		}
-	}
-	return false
+	return rep.Err()
 }

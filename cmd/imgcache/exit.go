@@ -21,6 +21,7 @@ const (
 	exitNoSpace   = 7   // the filesystem is full
 	exitRejected  = 8   // the daemon refused the image (platform, bad archive, conflict)
 	exitShort     = 9   // gc --strict could not reach its target; verify found problems
+	exitNewer     = 10  // the cache was written by a newer imgcache
 	exitCanceled  = 130 // interrupted (Ctrl-C, SIGTERM), as shells report SIGINT
 )
 
@@ -31,6 +32,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, context.Canceled):
 		return exitCanceled
+	case errors.Is(err, errdefs.ErrNewerSchema):
+		return exitNewer
 	case errors.Is(err, errdefs.ErrIntegrity), errors.Is(err, errdefs.ErrCorrupt):
 		return exitIntegrity
 	case errors.Is(err, errdefs.ErrNoSpace):
@@ -45,7 +48,7 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, naming.ErrInvalid), errors.Is(err, naming.ErrInvalidRef), errors.Is(err, errUsage):
 		return exitUsage
-	case errors.Is(err, errShort):
+	case errors.Is(err, errdefs.ErrProblems):
 		return exitShort
 	}
 	return exitFailure
@@ -53,8 +56,6 @@ func exitCode(err error) int {
 
 var (
 	errUsage = errors.New("usage")
-	errShort = errors.New("problems found")
+	// errShort: the report on stdout says what was missed; no message on stderr.
+	errShort = fmt.Errorf("target not reached: %w", errdefs.ErrProblems)
 )
-
-// errIntegrityFound is verify's verdict when content or metadata is damaged.
-var errIntegrityFound = fmt.Errorf("damaged content or metadata found: %w", errdefs.ErrIntegrity)

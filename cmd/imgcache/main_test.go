@@ -60,6 +60,9 @@ func TestExitCodes(t *testing.T) {
 	corrupt := t.TempDir()
 	os.WriteFile(filepath.Join(corrupt, "manifest.json"), []byte(`{"version": 1, "entries": {`), 0o644)
 
+	newer := t.TempDir()
+	os.WriteFile(filepath.Join(newer, "manifest.json"), []byte(`{"version": 2, "entries": {}}`), 0o644)
+
 	locked := t.TempDir()
 	run(t, "--dir", locked, "ls")
 	f, _ := os.OpenFile(filepath.Join(locked, "lock"), os.O_RDWR, 0)
@@ -84,6 +87,8 @@ func TestExitCodes(t *testing.T) {
 		{"not a tar", []string{"--dir", dir, "put", "capy-ubuntu-25.04-x", notTar}, 2, "not a tar"},
 		{"missing file", []string{"--dir", dir, "put", "capy-ubuntu-25.04-x", "/nonexistent/file.tar"}, 2, "no file"},
 		{"corrupt manifest", []string{"--dir", corrupt, "ls"}, 4, "verify --repair"},
+		{"newer schema", []string{"--dir", newer, "ls"}, 10, "upgrade imgcache"},
+		{"newer schema, repair", []string{"--dir", newer, "verify", "--repair"}, 10, "upgrade imgcache"},
 		{"lock timeout", []string{"--dir", locked, "--lock-timeout", "200ms", "ls"}, 6, "lock"},
 		{"no daemon", []string{"--dir", dir, "get", "capy-ubuntu-25.04-gcc15"}, 5, "DOCKER_HOST"},
 		{"ok", []string{"--dir", dir, "ls"}, 0, ""},

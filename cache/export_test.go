@@ -1,0 +1,5 @@
+package cache
+
+// SetVerifySnapshotHook makes c's Verify call f between its snapshot of the
+// manifest and the hashing.
+func SetVerifySnapshotHook(c *Cache, f func()) { c.hooks.verifySnapshot = f }
