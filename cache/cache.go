@@ -15,17 +15,16 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cas"
-	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 )
 
-// Options configure a Cache. The zero value is usable.
 // Encoder names the zstd encoder new blobs are written with (see cas.Encoder).
 var Encoder = cas.Encoder
 
+// Options configure a Cache. The zero value is usable.
 type Options struct {
 	// LockTimeout bounds every wait for a lock (the manifest's, or a blob's
 	// while another process loads it). Default 15 minutes.
@@ -35,8 +34,9 @@ type Options struct {
 	// HoldBackLimit is the most memory a verified load may use to hold back
 	// the archive's tail; larger tails are verified in a first pass. Default 64 MiB.
 	HoldBackLimit int64
-	// Docker connects to the daemon; default dockerbridge.Connect.
-	Docker func(context.Context) (*dockerbridge.Bridge, error)
+	// Engine connects to the container engine, on first use; default
+	// ConnectDocker.
+	Engine func(context.Context) (Engine, error)
 	// Log receives progress and warnings; default discards.
 	Log *slog.Logger
 	// Now is the clock; default time.Now.
@@ -52,8 +52,8 @@ type Cache struct {
 	man   *manifest.Store
 	opt   Options
 
-	bridgeMu sync.Mutex // guards bridge: parallel builds share the Cache
-	bridge   *dockerbridge.Bridge
+	engineMu sync.Mutex // guards engine: parallel builds share the Cache
+	engine   Engine
 
 	hooks testHooks
 }
@@ -81,8 +81,8 @@ func Open(dir string, opt Options) (*Cache, error) {
 	if opt.HoldBackLimit <= 0 {
 		opt.HoldBackLimit = 64 << 20
 	}
-	if opt.Docker == nil {
-		opt.Docker = dockerbridge.Connect
+	if opt.Engine == nil {
+		opt.Engine = ConnectDocker
 	}
 	if opt.Log == nil {
 		opt.Log = slog.New(slog.DiscardHandler)
@@ -106,28 +106,28 @@ func Open(dir string, opt Options) (*Cache, error) {
 // Dir is the cache directory (absolute).
 func (c *Cache) Dir() string { return c.dir }
 
-// Close releases the Docker connection, if one was made.
+// Close releases the engine connection, if one was made.
 func (c *Cache) Close() error {
-	c.bridgeMu.Lock()
-	defer c.bridgeMu.Unlock()
-	if c.bridge != nil {
-		return c.bridge.Close()
+	c.engineMu.Lock()
+	defer c.engineMu.Unlock()
+	if c.engine != nil {
+		return c.engine.Close()
 	}
 	return nil
 }
 
-// docker returns the daemon connection, connecting on first use.
-func (c *Cache) docker(ctx context.Context) (*dockerbridge.Bridge, error) {
-	c.bridgeMu.Lock()
-	defer c.bridgeMu.Unlock()
-	if c.bridge == nil {
-		b, err := c.opt.Docker(ctx)
+// docker returns the engine connection, connecting on first use.
+func (c *Cache) docker(ctx context.Context) (Engine, error) {
+	c.engineMu.Lock()
+	defer c.engineMu.Unlock()
+	if c.engine == nil {
+		e, err := c.opt.Engine(ctx)
 		if err != nil {
 			return nil, err
 		}
-		c.bridge = b
+		c.engine = e
 	}
-	return c.bridge, nil
+	return c.engine, nil
 }
 
 // lockCtx bounds a lock wait by the configured timeout.

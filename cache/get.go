@@ -80,7 +80,7 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 }
 
 // warm tags and returns true when the image is in the daemon already.
-func (c *Cache) warm(ctx context.Context, b *dockerbridge.Bridge, e manifest.Entry, res *GetResult) (bool, error) {
+func (c *Cache) warm(ctx context.Context, b Engine, e manifest.Entry, res *GetResult) (bool, error) {
 	if e.ImageID == "" {
 		return false, nil
 	}
@@ -97,7 +97,7 @@ func (c *Cache) warm(ctx context.Context, b *dockerbridge.Bridge, e manifest.Ent
 
 // tagAndTouch makes sure both refs name the image (tagging only what is
 // missing) and records the use.
-func (c *Cache) tagAndTouch(ctx context.Context, b *dockerbridge.Bridge, n naming.Name, e manifest.Entry, img dockerbridge.Image, res *GetResult) error {
+func (c *Cache) tagAndTouch(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, img dockerbridge.Image, res *GetResult) error {
 	for _, ref := range []string{res.Ref, res.Latest} {
 		if slices.Contains(img.RepoTags, ref) || slices.Contains(img.RepoTags, "docker.io/"+ref) {
 			continue
@@ -111,7 +111,7 @@ func (c *Cache) tagAndTouch(ctx context.Context, b *dockerbridge.Bridge, n namin
 
 // verifiedLoad streams the blob into the daemon. The caller holds the blob's
 // exclusive lock.
-func (c *Cache) verifiedLoad(ctx context.Context, b *dockerbridge.Bridge, n naming.Name, e manifest.Entry) error {
+func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) error {
 	tail := e.Size - e.MetadataOffset
 	from := e.MetadataOffset
 	if tail > c.opt.HoldBackLimit {

@@ -19,7 +19,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cache"
-	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/testimage"
 	"github.com/imgcache/imgcache/manifest"
@@ -59,7 +58,7 @@ func baseOptions(t *testing.T) cache.Options {
 	t.Helper()
 	return cache.Options{
 		Log: testLogger(t),
-		Docker: func(context.Context) (*dockerbridge.Bridge, error) {
+		Engine: func(context.Context) (cache.Engine, error) {
 			t.Errorf("the cache tried to reach the Docker daemon")
 			return nil, errdefs.ErrDaemon
 		},

@@ -1,0 +1,433 @@
+package cache_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/dockerbridge"
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/testimage"
+)
+
+// fakeEngine is an in-memory container engine. It checks what it is sent as
+// a daemon would, so a test cannot pass by a fake that accepts anything:
+// Load reads the whole archive and commits nothing if the body fails, and
+// refuses an archive whose manifest.json names a config or layer the tar
+// does not hold; Build refuses a BASE_IMAGE it does not have.
+type fakeEngine struct {
+	t *testing.T
+
+	mu     sync.Mutex
+	images map[string]*fakeImage // by ID
+	tags   map[string]string     // ref → ID
+	os     string
+	arch   string
+
+	// What it was sent.
+	loads  []fakeLoad
+	builds []fakeBuild
+	saves  []string
+	closed bool
+
+	// Behaviour.
+	rejectLoads  error // returned by Load after reading the body
+	connectErr   error // returned by the connect function
+	inUse        map[string]bool
+	loadStarted  chan struct{} // closed at the first Load, if set
+	releaseLoads chan struct{} // Load waits for it, if set
+}
+
+type fakeImage struct {
+	id       string
+	tar      []byte
+	os, arch string
+	labels   map[string]string
+}
+
+// fakeLoad is one Load the engine committed or refused.
+type fakeLoad struct {
+	Digest    digest.Digest // sha256 of the bytes read
+	Size      int64
+	ImageID   string // "" when nothing was committed
+	Layers    int
+	Err       error
+	Truncated bool // the body failed before its end
+}
+
+// fakeBuild is one Build call.
+type fakeBuild struct {
+	Opts  dockerbridge.BuildOptions
+	Base  string            // BASE_IMAGE's value
+	Files map[string]string // the context tar
+	ID    string            // "" when the build failed
+}
+
+func newFakeEngine(t *testing.T) *fakeEngine {
+	return &fakeEngine{t: t, images: map[string]*fakeImage{}, tags: map[string]string{}, os: "linux", arch: runtime.GOARCH, inUse: map[string]bool{}}
+}
+
+// connect is the Options.Engine function.
+func (f *fakeEngine) connect(context.Context) (cache.Engine, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.connectErr != nil {
+		return nil, f.connectErr
+	}
+	return f, nil
+}
+
+var _ cache.Engine = (*fakeEngine)(nil)
+
+func (f *fakeEngine) Platform(context.Context) (string, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.os, f.arch, nil
+}
+
+// resolve finds an image by ID or tag (also with docker.io/ in front); the
+// caller holds mu.
+func (f *fakeEngine) resolve(ref string) (*fakeImage, bool) {
+	if img, ok := f.images[ref]; ok {
+		return img, true
+	}
+	id, ok := f.tags[strings.TrimPrefix(ref, "docker.io/")]
+	if !ok {
+		return nil, false
+	}
+	return f.images[id], true
+}
+
+func (f *fakeEngine) tagsOf(id string) []string {
+	var tags []string
+	for ref, tid := range f.tags {
+		if tid == id {
+			tags = append(tags, ref)
+		}
+	}
+	sort.Strings(tags)
+	return tags
+}
+
+func (f *fakeEngine) Inspect(_ context.Context, ref string) (dockerbridge.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, ok := f.resolve(ref)
+	if !ok {
+		return dockerbridge.Image{}, fmt.Errorf("inspect %s: %w", ref, errdefs.ErrNotFound)
+	}
+	return dockerbridge.Image{ID: img.id, RepoTags: f.tagsOf(img.id), OS: img.os, Arch: img.arch, Size: int64(len(img.tar))}, nil
+}
+
+func (f *fakeEngine) Tag(_ context.Context, id, ref string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, ok := f.resolve(id)
+	if !ok {
+		return fmt.Errorf("tag %s: %w", id, errdefs.ErrNotFound)
+	}
+	f.tags[ref] = img.id
+	return nil
+}
+
+func (f *fakeEngine) Load(ctx context.Context, body io.Reader) error {
+	f.mu.Lock()
+	started, release := f.loadStarted, f.releaseLoads
+	f.loadStarted = nil
+	f.mu.Unlock()
+	if started != nil {
+		close(started)
+	}
+	if release != nil {
+		<-release
+	}
+	h := sha256.New()
+	data, err := io.ReadAll(io.TeeReader(body, h))
+	rec := fakeLoad{Digest: digest.NewDigest(digest.SHA256, h), Size: int64(len(data))}
+	defer func() {
+		f.mu.Lock()
+		f.loads = append(f.loads, rec)
+		f.mu.Unlock()
+	}()
+	if err != nil {
+		// The request aborts: a daemon commits nothing.
+		rec.Err, rec.Truncated = err, true
+		return err
+	}
+	img, layers, err := parseArchive(data)
+	if err != nil {
+		rec.Err = fmt.Errorf("%w: %w", errdefs.ErrRejected, err)
+		return rec.Err
+	}
+	f.mu.Lock()
+	reject := f.rejectLoads
+	f.mu.Unlock()
+	if reject != nil {
+		rec.Err = reject
+		return reject
+	}
+	if img.os != "" && img.os != f.os || img.arch != "" && img.arch != f.arch {
+		rec.Err = fmt.Errorf("%w: image is %s/%s", errdefs.ErrRejected, img.os, img.arch)
+		return rec.Err
+	}
+	rec.ImageID, rec.Layers = img.id, layers
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[img.id] = img
+	return nil
+}
+
+// parseArchive checks a docker-archive the way a daemon's load does:
+// manifest.json, and every config and layer it names present in the tar.
+func parseArchive(data []byte) (*fakeImage, int, error) {
+	files := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("not a tar: %w", err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, 0, err
+		}
+		files[strings.TrimPrefix(hdr.Name, "./")] = b
+	}
+	raw, ok := files["manifest.json"]
+	if !ok {
+		return nil, 0, errors.New("no manifest.json in the archive")
+	}
+	var man []struct {
+		Config string
+		Layers []string
+	}
+	if err := json.Unmarshal(raw, &man); err != nil || len(man) != 1 {
+		return nil, 0, fmt.Errorf("manifest.json: %v (%d images)", err, len(man))
+	}
+	cfg, ok := files[man[0].Config]
+	if !ok {
+		return nil, 0, fmt.Errorf("config %s is not in the archive", man[0].Config)
+	}
+	for _, l := range man[0].Layers {
+		if _, ok := files[l]; !ok {
+			return nil, 0, fmt.Errorf("layer %s is not in the archive", l)
+		}
+	}
+	var c struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Config       struct {
+			Labels map[string]string
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		return nil, 0, fmt.Errorf("config: %w", err)
+	}
+	return &fakeImage{id: digest.FromBytes(cfg).String(), tar: data, os: c.OS, arch: c.Architecture, labels: c.Config.Labels}, len(man[0].Layers), nil
+}
+
+func (f *fakeEngine) Save(_ context.Context, ref string) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, ok := f.resolve(ref)
+	if !ok {
+		return nil, fmt.Errorf("save %s: %w", ref, errdefs.ErrNotFound)
+	}
+	f.saves = append(f.saves, ref)
+	return io.NopCloser(bytes.NewReader(img.tar)), nil
+}
+
+// Build makes an image whose content depends on the base image, the context
+// and the build args (the same inputs give the same image, as a layer cache
+// would; NoCache gives a new one). A Dockerfile line "RUN false" fails the
+// build at that step.
+func (f *fakeEngine) Build(_ context.Context, contextTar io.Reader, opts dockerbridge.BuildOptions, progress io.Writer) (string, error) {
+	files, err := readContext(contextTar)
+	if err != nil {
+		return "", err
+	}
+	rec := fakeBuild{Opts: opts, Files: files}
+	if v := opts.BuildArgs[cache.BaseArg]; v != nil {
+		rec.Base = *v
+	}
+	defer func() {
+		f.mu.Lock()
+		f.builds = append(f.builds, rec)
+		f.mu.Unlock()
+	}()
+	df := opts.Dockerfile
+	if df == "" {
+		df = "Dockerfile"
+	}
+	lines := strings.Split(strings.TrimSpace(files[df]), "\n")
+	if files[df] == "" {
+		return "", fmt.Errorf("%w: no Dockerfile %s in the context", errdefs.ErrRejected, df)
+	}
+	f.mu.Lock()
+	base, ok := f.resolve(rec.Base)
+	f.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("%w: base image %q is not in the engine (it would be pulled)", errdefs.ErrRejected, rec.Base)
+	}
+	for i, l := range lines {
+		step := fmt.Sprintf("Step %d/%d : %s", i+1, len(lines), l)
+		fmt.Fprintln(progress, step)
+		if strings.TrimSpace(l) == "RUN false" {
+			return "", fmt.Errorf("%w: build failed at step %q: returned a non-zero code: 1", errdefs.ErrRejected, step)
+		}
+	}
+	h := sha256.New()
+	fmt.Fprintln(h, base.id)
+	for _, k := range slices.Sorted(maps.Keys(files)) {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, files[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(opts.BuildArgs)) {
+		if k != cache.BaseArg && opts.BuildArgs[k] != nil {
+			fmt.Fprintf(h, "%s=%s\x00", k, *opts.BuildArgs[k])
+		}
+	}
+	f.mu.Lock()
+	if opts.NoCache {
+		fmt.Fprintln(h, len(f.builds))
+	}
+	f.mu.Unlock()
+	seed := int64(binary.BigEndian.Uint64(h.Sum(nil)) >> 1)
+	data, res, err := testimage.Bytes(testimage.Options{Seed: seed, OS: base.os, Architecture: base.arch})
+	if err != nil {
+		return "", err
+	}
+	img := &fakeImage{id: res.ImageID.String(), tar: data, os: base.os, arch: base.arch, labels: opts.Labels}
+	f.mu.Lock()
+	f.images[img.id] = img
+	for _, t := range opts.Tags {
+		f.tags[t] = img.id
+	}
+	f.mu.Unlock()
+	rec.ID = img.id
+	return img.id, nil
+}
+
+func readContext(r io.Reader) (map[string]string, error) {
+	files := map[string]string{}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return files, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, err
+		}
+		files[hdr.Name] = string(b)
+	}
+}
+
+func (f *fakeEngine) Remove(_ context.Context, ref string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	img, ok := f.resolve(ref)
+	if !ok {
+		return fmt.Errorf("remove %s: %w", ref, errdefs.ErrNotFound)
+	}
+	if f.inUse[img.id] {
+		return fmt.Errorf("remove %s: image is being used by a container: %w", ref, errdefs.ErrRejected)
+	}
+	delete(f.tags, strings.TrimPrefix(ref, "docker.io/"))
+	if len(f.tagsOf(img.id)) == 0 {
+		delete(f.images, img.id)
+	}
+	return nil
+}
+
+func (f *fakeEngine) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	return nil
+}
+
+// Accessors for tests.
+
+func (f *fakeEngine) committedLoads() []fakeLoad {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []fakeLoad
+	for _, l := range f.loads {
+		if l.ImageID != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (f *fakeEngine) allLoads() []fakeLoad {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.loads)
+}
+
+func (f *fakeEngine) allBuilds() []fakeBuild {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.builds)
+}
+
+func (f *fakeEngine) has(id string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.images[id]
+	return ok
+}
+
+func (f *fakeEngine) tagged(ref string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.tags[ref]
+}
+
+// engineCache opens a cache in a fresh directory whose engine is a new fake.
+func engineCache(t *testing.T) (*cache.Cache, *fakeEngine, *fakeClock) {
+	t.Helper()
+	return engineCacheIn(t, t.TempDir())
+}
+
+func engineCacheIn(t *testing.T, dir string) (*cache.Cache, *fakeEngine, *fakeClock) {
+	t.Helper()
+	eng := newFakeEngine(t)
+	clk := &fakeClock{now: t0}
+	opt := baseOptions(t)
+	opt.Now = clk.Now
+	opt.Engine = eng.connect
+	c, err := cache.Open(dir, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, eng, clk
+}
