@@ -85,6 +85,7 @@ func TestDecodeBuild(t *testing.T) {
 func TestDockerignore(t *testing.T) {
 	ign, err := parseDockerignore(strings.NewReader(`
 # comment
+**.txt
 *.log
 /build
 !build/keep.txt
@@ -93,6 +94,8 @@ docs/**/*.md
 secret?.txt
 [ab].bin
 vendor/
+[!a].dat
+[^a].raw
 `), ".dockerignore")
 	if err != nil {
 		t.Fatal(err)
@@ -105,25 +108,34 @@ vendor/
 		"build/keep.txt":        false,
 		"docs/a.md":             true,
 		"docs/x/y/a.md":         true,
-		"docs/a.txt":            false,
+		"docs/a.txt":            true, // **.txt
+		"docs/a.rst":            false,
 		"tmp":                   true,
 		"x/y/tmp":               true,
 		"x/y/tmp/z":             true,
 		"secret1.txt":           true,
-		"secret12.txt":          false,
+		"secret12.txt":          true, // **.txt
+		// Docker's matcher turns [!a] into the regexp class [!a], "! or a"
+		// (unlike filepath.Match); [^a] is "anything but a".
+		"b.dat":                 false,
+		"a.dat":                 true,
+		"b.raw":                 true,
+		"a.raw":                 false,
+		"a.txt":                 true, // ** matches no directory too
 		"a.bin":                 true,
 		"c.bin":                 false,
 		"vendor/lib/x.go":       true,
 		"Dockerfile":            false,
-		"hello.txt":             false,
+		"hello.txt":             true, // **.txt
 		"# comment":             false,
-		"docs/notes/readme.txt": false,
+		"docs/notes/readme.txt": true, // **.txt
+		"docs/notes/readme.rst": false,
 	} {
-		if got := ign.excludes(path); got != want {
+		if got := ign.excludes(path, false); got != want {
 			t.Errorf("%s: excluded %v, want %v", path, got, want)
 		}
 	}
-	if !ign.exceptions {
+	if !ign.exceptions() {
 		t.Error("exceptions not noticed")
 	}
 }

@@ -2,15 +2,17 @@ package dockerbridge
 
 import (
 	"archive/tar"
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
+
+	"github.com/moby/patternmatcher"
+	"github.com/moby/patternmatcher/ignorefile"
 
 	ourerr "github.com/imgcache/imgcache/errdefs"
 )
@@ -26,9 +28,9 @@ const OutsideDockerfile = ".imgcache.Dockerfile"
 // as [BuildOptions.Dockerfile]: its path inside dir, or [OutsideDockerfile]
 // when it lies outside dir (it is then added to the tar under that name).
 //
-// dir/.dockerignore is honoured as Docker does: "#" comments, "!" exceptions,
-// the last matching line wins, a pattern matches a path or any of its parent
-// directories, and *, ?, [classes] and ** have their Docker meaning. The
+// dir/.dockerignore is read and matched by the docker CLI's own code
+// (github.com/moby/patternmatcher and its ignorefile reader), so the same
+// files are sent as by `docker build`. The
 // Dockerfile and .dockerignore themselves are always sent (the daemon drops
 // them when they are ignored). Symlinks are sent as symlinks; sockets,
 // devices and pipes are skipped. Owners are sent as root (0:0), which is what
@@ -93,8 +95,8 @@ func ContextTar(dir, dockerfile string) (io.ReadCloser, string, error) {
 			if outside && rel == OutsideDockerfile {
 				return nil // ours goes in under that name
 			}
-			if !keep[rel] && ign.excludes(rel) {
-				if d.IsDir() && !ign.exceptions {
+			if ign.excludes(rel, d.IsDir()) && !keep[rel] {
+				if d.IsDir() && !ign.exceptions() {
 					return filepath.SkipDir
 				}
 				return nil
@@ -157,15 +159,14 @@ func addToTar(tw *tar.Writer, path, name string) error {
 	return nil
 }
 
-// dockerignore is a parsed .dockerignore.
+// dockerignore is a parsed .dockerignore: the docker CLI's own reader
+// (ignorefile) and matcher (patternmatcher), so that what is sent is what
+// `docker build` would send.
 type dockerignore struct {
-	rules      []ignoreRule
-	exceptions bool // some rule is an exception: ignored directories must still be walked
-}
-
-type ignoreRule struct {
-	re     *regexp.Regexp
-	except bool
+	pm *patternmatcher.PatternMatcher // nil: nothing is ignored
+	// parents holds each walked directory's match state, so that a path is
+	// matched against its own patterns once, reusing its parents' results.
+	parents map[string]patternmatcher.MatchInfo
 }
 
 // readDockerignore reads path; a missing file ignores nothing.
@@ -182,105 +183,40 @@ func readDockerignore(path string) (*dockerignore, error) {
 }
 
 func parseDockerignore(r io.Reader, path string) (*dockerignore, error) {
-	ign := &dockerignore{}
-	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		if n == 1 {
-			line = strings.TrimPrefix(line, "\uFEFF")
-		}
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		except := strings.HasPrefix(line, "!")
-		if except {
-			line = strings.TrimSpace(line[1:])
-		}
-		if line == "" {
-			continue
-		}
-		line = filepath.ToSlash(filepath.Clean(line))
-		if len(line) > 1 && line[0] == '/' {
-			line = line[1:]
-		}
-		re, err := compileIgnore(line)
-		if err != nil {
-			return nil, fmt.Errorf("%s line %d: bad pattern %q: %w", path, n, line, err)
-		}
-		ign.rules = append(ign.rules, ignoreRule{re, except})
-		ign.exceptions = ign.exceptions || except
-	}
-	if err := sc.Err(); err != nil {
+	patterns, err := ignorefile.ReadAll(r)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return ign, nil
+	if len(patterns) == 0 {
+		return &dockerignore{}, nil
+	}
+	pm, err := patternmatcher.New(patterns)
+	if err != nil {
+		return nil, fmt.Errorf("%s: bad pattern: %w", path, err)
+	}
+	return &dockerignore{pm: pm, parents: map[string]patternmatcher.MatchInfo{}}, nil
 }
 
-// excludes reports whether the slash-separated relative path is ignored:
-// the rules are applied in order, each matching the path or one of its
-// parent directories, the last match deciding.
-func (ign *dockerignore) excludes(rel string) bool {
-	excluded := false
-	parts := strings.Split(rel, "/")
-	for _, r := range ign.rules {
-		if r.except != excluded {
-			continue // cannot change the verdict
-		}
-		match := r.re.MatchString(rel)
-		for i := 1; !match && i < len(parts); i++ {
-			match = r.re.MatchString(strings.Join(parts[:i], "/"))
-		}
-		if match {
-			excluded = !r.except
-		}
+// exceptions reports whether some pattern is an exception ("!…"): an
+// ignored directory must then still be walked.
+func (ign *dockerignore) exceptions() bool { return ign.pm != nil && ign.pm.Exclusions() }
+
+// excludes reports whether the slash-separated relative path is ignored.
+// Paths must come parents first (as a walk visits them); a path whose
+// parents were not visited is matched with them as it would be on a walk.
+func (ign *dockerignore) excludes(rel string, isDir bool) bool {
+	if ign.pm == nil {
+		return false
+	}
+	parent, ok := ign.parents[path.Dir(rel)]
+	if !ok && path.Dir(rel) != "." {
+		ign.excludes(path.Dir(rel), true) // records the parent's state
+		parent = ign.parents[path.Dir(rel)]
+	}
+	// The error is for patterns that do not compile, refused by New.
+	excluded, info, _ := ign.pm.MatchesUsingParentResults(filepath.FromSlash(rel), parent)
+	if isDir {
+		ign.parents[rel] = info
 	}
 	return excluded
-}
-
-// compileIgnore turns a .dockerignore pattern into a regular expression the
-// way Docker's patternmatcher does: * is anything but "/", ? one such
-// character, ** any number of directories, [..] a class, \ escapes.
-func compileIgnore(p string) (*regexp.Regexp, error) {
-	var b strings.Builder
-	b.WriteString("^")
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; c {
-		case '*':
-			if i+1 < len(p) && p[i+1] == '*' {
-				i++
-				if i+1 < len(p) && p[i+1] == '/' {
-					i++
-				}
-				if i+1 == len(p) {
-					b.WriteString(".*")
-				} else {
-					b.WriteString("(.*/)?")
-				}
-			} else {
-				b.WriteString("[^/]*")
-			}
-		case '?':
-			b.WriteString("[^/]")
-		case '[':
-			b.WriteByte('[')
-			if i+1 < len(p) && p[i+1] == '!' {
-				b.WriteByte('^')
-				i++
-			}
-		case ']':
-			b.WriteByte(']')
-		case '\\':
-			if i+1 < len(p) {
-				i++
-				b.WriteString(regexp.QuoteMeta(p[i : i+1]))
-			} else {
-				b.WriteString(`\\`)
-			}
-		default:
-			b.WriteString(regexp.QuoteMeta(p[i : i+1]))
-		}
-	}
-	b.WriteString("$")
-	return regexp.Compile(b.String())
 }

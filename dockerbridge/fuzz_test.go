@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"path"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -147,6 +150,43 @@ func FuzzHoldBack(f *testing.F) {
 		// The end is sticky.
 		if n, err2 := h.Read(make([]byte, 8)); n != 0 || err2 != err && !errors.Is(err2, err) {
 			t.Fatalf("Read after the end = %d, %v; want 0, %v", n, err2, err)
+		}
+	})
+}
+
+// FuzzDockerignore: our walk-order use of the matcher (each path matched
+// once, with its parents' results) agrees with patternmatcher's own
+// whole-path MatchesOrParentMatches, which is what the docker CLI's older
+// context walk used, for any .dockerignore and any path.
+func FuzzDockerignore(f *testing.F) {
+	f.Add("*.log\n!keep.log\n", "a/b/keep.log")
+	f.Add("**.txt\n", "a.txt")
+	f.Add("[!a].dat\n[^a].raw\n", "b.raw")
+	f.Add("build\n!build/keep\n", "build/keep/x")
+	f.Add("# c\n/docs/**/*.md\n", "docs/x/y.md")
+	f.Fuzz(func(t *testing.T, ignore, rel string) {
+		if len(ignore) > 512 || len(rel) > 256 {
+			return // long inputs only slow the search down
+		}
+		ign, err := parseDockerignore(strings.NewReader(ignore), ".dockerignore")
+		if err != nil {
+			return
+		}
+		rel = path.Clean("/" + rel)[1:]
+		if rel == "" || strings.ContainsRune(rel, 0) {
+			return
+		}
+		got := ign.excludes(rel, false)
+		want := false
+		if ign.pm != nil {
+			//lint:ignore SA1019 the reference this fuzz target compares with
+			want, err = ign.pm.MatchesOrParentMatches(filepath.FromSlash(rel))
+			if err != nil {
+				return
+			}
+		}
+		if got != want {
+			t.Fatalf(".dockerignore %q, path %q: excludes %v, patternmatcher %v", ignore, rel, got, want)
 		}
 	})
 }
