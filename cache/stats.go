@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"io/fs"
 	"os"
@@ -122,38 +125,52 @@ func (c *Cache) Stats(ctx context.Context) (*StatsReport, error) {
 }
 
 // WritePrometheus writes the report in the Prometheus text exposition format
-// (for node_exporter's textfile collector).
+// (for node_exporter's textfile collector), encoded by prometheus/common's
+// expfmt: label values are escaped as Prometheus requires. The dir label is
+// the cache directory, made valid UTF-8 (a path is bytes; the format is text).
 func WritePrometheus(w io.Writer, r *StatsReport) error {
-	label := fmt.Sprintf(`{dir=%q}`, r.Dir)
 	type metric struct {
-		name, kind, help string
-		value            float64
+		name string
+		kind dto.MetricType
+		help string
+		val  float64
 	}
 	c := r.Counters
+	counter, gauge := dto.MetricType_COUNTER, dto.MetricType_GAUGE
 	ms := []metric{
-		{"imgcache_warm_hits_total", "counter", "get calls that found the image already in the daemon", float64(c.WarmHits)},
-		{"imgcache_loads_total", "counter", "verified loads of a blob into the daemon", float64(c.Loads)},
-		{"imgcache_puts_total", "counter", "images ingested by put or save", float64(c.Puts)},
-		{"imgcache_exports_total", "counter", "exports of an original tar", float64(c.Exports)},
-		{"imgcache_evictions_total", "counter", "names evicted by gc", float64(c.Evictions)},
-		{"imgcache_integrity_failures_total", "counter", "blobs that failed verification", float64(c.IntegrityFailures)},
-		{"imgcache_ingested_bytes_total", "counter", "uncompressed bytes ingested", float64(c.BytesIngested)},
-		{"imgcache_loaded_bytes_total", "counter", "uncompressed bytes streamed into the daemon", float64(c.BytesLoaded)},
-		{"imgcache_reclaimed_bytes_total", "counter", "stored bytes reclaimed by gc", float64(c.BytesReclaimed)},
-		{"imgcache_entries", "gauge", "names in the cache", float64(r.Entries)},
-		{"imgcache_pinned_entries", "gauge", "pinned names", float64(r.Pinned)},
-		{"imgcache_blobs", "gauge", "blobs on disk", float64(r.Blobs)},
-		{"imgcache_stored_bytes", "gauge", "bytes of all blobs on disk", float64(r.StoredBytes)},
-		{"imgcache_raw_bytes", "gauge", "uncompressed bytes of the named blobs", float64(r.RawBytes)},
-		{"imgcache_compression_ratio", "gauge", "stored bytes over raw bytes of the named blobs", r.Ratio},
+		{"imgcache_warm_hits_total", counter, "get calls that found the image already in the daemon", float64(c.WarmHits)},
+		{"imgcache_loads_total", counter, "verified loads of a blob into the daemon", float64(c.Loads)},
+		{"imgcache_puts_total", counter, "images ingested by put or save", float64(c.Puts)},
+		{"imgcache_exports_total", counter, "exports of an original tar", float64(c.Exports)},
+		{"imgcache_evictions_total", counter, "names evicted by gc", float64(c.Evictions)},
+		{"imgcache_integrity_failures_total", counter, "blobs that failed verification", float64(c.IntegrityFailures)},
+		{"imgcache_ingested_bytes_total", counter, "uncompressed bytes ingested", float64(c.BytesIngested)},
+		{"imgcache_loaded_bytes_total", counter, "uncompressed bytes streamed into the daemon", float64(c.BytesLoaded)},
+		{"imgcache_reclaimed_bytes_total", counter, "stored bytes reclaimed by gc", float64(c.BytesReclaimed)},
+		{"imgcache_entries", gauge, "names in the cache", float64(r.Entries)},
+		{"imgcache_pinned_entries", gauge, "pinned names", float64(r.Pinned)},
+		{"imgcache_blobs", gauge, "blobs on disk", float64(r.Blobs)},
+		{"imgcache_stored_bytes", gauge, "bytes of all blobs on disk", float64(r.StoredBytes)},
+		{"imgcache_raw_bytes", gauge, "uncompressed bytes of the named blobs", float64(r.RawBytes)},
+		{"imgcache_compression_ratio", gauge, "stored bytes over raw bytes of the named blobs", r.Ratio},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
-	var b strings.Builder
+	dir := strings.ToValidUTF8(r.Dir, "\uFFFD")
+	label := []*dto.LabelPair{{Name: proto.String("dir"), Value: &dir}}
 	for _, m := range ms {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n%s%s %v\n", m.name, m.help, m.name, m.kind, m.name, label, m.value)
+		mf := &dto.MetricFamily{Name: proto.String(m.name), Help: proto.String(m.help), Type: m.kind.Enum()}
+		val := m.val
+		switch m.kind {
+		case dto.MetricType_COUNTER:
+			mf.Metric = []*dto.Metric{{Label: label, Counter: &dto.Counter{Value: &val}}}
+		default:
+			mf.Metric = []*dto.Metric{{Label: label, Gauge: &dto.Gauge{Value: &val}}}
+		}
+		if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
+			return err
+		}
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return nil
 }
 
 // WritePrometheusFile writes the report to path atomically (temp file in the

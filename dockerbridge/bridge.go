@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/versions"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/jsonmessage"
 
 	ourerr "github.com/imgcache/imgcache/errdefs"
 )
@@ -47,11 +49,11 @@ func Connect(ctx context.Context) (*Bridge, error) {
 	p, err := cli.Ping(pctx)
 	if err != nil {
 		cli.Close()
-		return nil, fmt.Errorf("%w: cannot reach the Docker daemon at %s: %w (start it, e.g. scripts/dockerd.sh, or set DOCKER_HOST)", ourerr.ErrDaemon, b.host, err)
+		return nil, fmt.Errorf("%w: %s (%s)", ourerr.ErrDaemon, daemonCause(err, b.host), startHint)
 	}
 	cli.NegotiateAPIVersionPing(p)
 	b.api = cli.ClientVersion()
-	if p.APIVersion == "" || versionLess(p.APIVersion, MinAPIVersion) {
+	if p.APIVersion == "" || versions.LessThan(p.APIVersion, MinAPIVersion) {
 		cli.Close()
 		return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %q; imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, p.APIVersion, MinAPIVersion)
 	}
@@ -159,27 +161,22 @@ func (t *errTrap) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// drainMessages reads the daemon's JSON progress stream and returns the
-// first error it reports.
+// drainMessages reads the daemon's JSON progress stream (jsonmessage's
+// types) and returns the first error it reports.
 func drainMessages(r io.Reader) error {
 	dec := json.NewDecoder(r)
 	for {
-		var m struct {
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
+		var m jsonmessage.JSONMessage
 		if err := dec.Decode(&m); err == io.EOF {
 			return nil
 		} else if err != nil {
 			return fmt.Errorf("reading the daemon's reply: %w", err)
 		}
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			return errors.New(m.ErrorDetail.Message)
+		if m.Error != nil && m.Error.Message != "" {
+			return errors.New(m.Error.Message)
 		}
-		if m.Error != "" {
-			return errors.New(m.Error)
+		if m.ErrorMessage != "" { //nolint:staticcheck // older daemons send only this
+			return errors.New(m.ErrorMessage)
 		}
 	}
 }
@@ -210,25 +207,20 @@ func (b *Bridge) wrap(err error, what string) error {
 	case errdefs.IsConflict(err), errdefs.IsInvalidParameter(err), errdefs.IsForbidden(err):
 		return fmt.Errorf("%s: %w: %w", what, ourerr.ErrRejected, err)
 	case client.IsErrConnectionFailed(err), errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%s: %w at %s: %w (start it, e.g. scripts/dockerd.sh, or set DOCKER_HOST)", what, ourerr.ErrDaemon, b.host, err)
+		return fmt.Errorf("%s: %w: %s (%s)", what, ourerr.ErrDaemon, daemonCause(err, b.host), startHint)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// versionLess compares dotted API versions numerically.
-func versionLess(a, b string) bool {
-	as, bs := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(as) || i < len(bs); i++ {
-		var x, y int
-		if i < len(as) {
-			fmt.Sscan(as[i], &x)
-		}
-		if i < len(bs) {
-			fmt.Sscan(bs[i], &y)
-		}
-		if x != y {
-			return x < y
-		}
+// startHint says how to get a daemon, for users of an installed binary.
+const startHint = "start the Docker daemon (e.g. systemctl start docker), or point DOCKER_HOST at one"
+
+// daemonCause says once that the daemon at host cannot be reached, and why:
+// the client's own message already names the host ("Cannot connect to the
+// Docker daemon at …"), so it is used as is when it does.
+func daemonCause(err error, host string) string {
+	if strings.Contains(err.Error(), host) {
+		return err.Error()
 	}
-	return false
+	return fmt.Sprintf("cannot reach the Docker daemon at %s: %v", host, err)
 }

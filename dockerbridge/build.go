@@ -11,6 +11,7 @@ import (
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 
 	ourerr "github.com/imgcache/imgcache/errdefs"
 )
@@ -99,18 +100,6 @@ func (b *Bridge) wrapBuild(err error) error {
 	return fmt.Errorf("build: %w: %w", ourerr.ErrRejected, err)
 }
 
-// buildMessage is one message of the builder's JSON stream.
-type buildMessage struct {
-	Stream      string `json:"stream"`
-	Status      string `json:"status"`
-	ID          string `json:"id"`
-	Error       string `json:"error"`
-	ErrorDetail *struct {
-		Message string `json:"message"`
-	} `json:"errorDetail"`
-	Aux json.RawMessage `json:"aux"`
-}
-
 // decodeBuild reads the builder's message stream: stream text goes to
 // progress, the last "Step N/M : …" line is remembered for the error, the
 // image ID comes from the aux message {"ID": "sha256:…"} (or, failing that,
@@ -139,7 +128,7 @@ func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
 		}
 	}
 	for {
-		var m buildMessage
+		var m jsonmessage.JSONMessage
 		if err := dec.Decode(&m); err == io.EOF {
 			break
 		} else if err != nil {
@@ -156,9 +145,9 @@ func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
 			}
 			fmt.Fprintln(progress, s)
 		}
-		msg := m.Error
-		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
-			msg = m.ErrorDetail.Message
+		msg := m.ErrorMessage //nolint:staticcheck // older daemons send only this
+		if m.Error != nil && m.Error.Message != "" {
+			msg = m.Error.Message
 		}
 		if msg != "" {
 			scan("\n") // a step line still being written
@@ -167,11 +156,11 @@ func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
 			}
 			return "", fmt.Errorf("build failed at step %q: %w: %s", step, ourerr.ErrRejected, msg)
 		}
-		if len(m.Aux) > 0 && !bytes.Equal(m.Aux, []byte("null")) {
+		if m.Aux != nil && len(*m.Aux) > 0 && !bytes.Equal(*m.Aux, []byte("null")) {
 			var aux struct {
 				ID string `json:"ID"`
 			}
-			if json.Unmarshal(m.Aux, &aux) == nil && aux.ID != "" {
+			if json.Unmarshal(*m.Aux, &aux) == nil && aux.ID != "" {
 				id = aux.ID
 			}
 		}

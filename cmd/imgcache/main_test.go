@@ -212,8 +212,17 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestPrometheusFile: the file parses with Prometheus' own parser, also for
+// a cache directory whose path holds a tab, a quote and a byte that is not
+// UTF-8 (fails with the label formatted by %q, which is Go's escaping).
 func TestPrometheusFile(t *testing.T) {
-	dir := isolate(t)
+	for _, sub := range []string{"plain", "tab\there \"quoted\" \xff"} {
+		t.Run(sub, func(t *testing.T) { testPrometheusFile(t, sub) })
+	}
+}
+
+func testPrometheusFile(t *testing.T, sub string) {
+	dir := filepath.Join(isolate(t), sub)
 	img := image(t, 3)
 	for i, n := range []string{"capy-ubuntu-25.04-a", "capy-ubuntu-25.04-b"} {
 		if _, e, c := run(t, "--dir", dir, "put", n, img); c != 0 {
