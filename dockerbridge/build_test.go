@@ -101,20 +101,20 @@ vendor/
 		t.Fatal(err)
 	}
 	for path, want := range map[string]bool{
-		"a.log":                 true,
-		"sub/a.log":             false, // * does not cross /
-		"build":                 true,
-		"build/x.o":             true, // a parent matches
-		"build/keep.txt":        false,
-		"docs/a.md":             true,
-		"docs/x/y/a.md":         true,
-		"docs/a.txt":            true, // **.txt
-		"docs/a.rst":            false,
-		"tmp":                   true,
-		"x/y/tmp":               true,
-		"x/y/tmp/z":             true,
-		"secret1.txt":           true,
-		"secret12.txt":          true, // **.txt
+		"a.log":          true,
+		"sub/a.log":      false, // * does not cross /
+		"build":          true,
+		"build/x.o":      true, // a parent matches
+		"build/keep.txt": false,
+		"docs/a.md":      true,
+		"docs/x/y/a.md":  true,
+		"docs/a.txt":     true, // **.txt
+		"docs/a.rst":     false,
+		"tmp":            true,
+		"x/y/tmp":        true,
+		"x/y/tmp/z":      true,
+		"secret1.txt":    true,
+		"secret12.txt":   true, // **.txt
 		// Docker's matcher turns [!a] into the regexp class [!a], "! or a"
 		// (unlike filepath.Match); [^a] is "anything but a".
 		"b.dat":                 false,
