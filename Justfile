@@ -18,10 +18,9 @@ dockerd:
 demo:
     scripts/demo.sh
 
-# Everything CI runs: vet, unit + integration tests with the race detector against a real daemon, short fuzzing.
-test: dockerd lint
-    CI=${CI:-true} go test -race -count=1 -timeout 30m ./...
-    scripts/fuzz.sh 10s
+# Everything CI runs (scripts/test.sh): lint, unit + e2e tests with the race detector against a real daemon, the slow tests without it, short fuzzing.
+test:
+    scripts/test.sh
 
 # gofmt and go vet, with cgo (libzstd encoder) and without (pure-Go fallback).
 lint:

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures imgcache against the plain alternatives in one run:
 // put vs `zstd -1 -T0` and `sha256sum`, save vs `docker save -o`, cold get vs
 // `docker load -i` and `zstd -dc | docker load`, warm get vs `docker load -i`

@@ -45,16 +45,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// TestQueueLimit: the queue runs exactly its limit at once. Each build waits
+// until the limit is reached (or 10 s pass), so a queue that ran fewer at
+// once (a serial one for jobs=5) fails on the timeout, and one that ran more
+// fails on the peak.
 func TestQueueLimit(t *testing.T) {
 	for _, jobs := range []int{0, 1, 2, 5} {
 		t.Run(fmt.Sprint(jobs), func(t *testing.T) {
+			want := int32(max(jobs, 1))
 			q := NewQueue(jobs, nil)
 			var cur, peak atomic.Int32
+			reached := make(chan struct{})
+			var once sync.Once
+			var starved atomic.Bool
 			var wg sync.WaitGroup
 			for i := range 12 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					q.Do(context.Background(), fmt.Sprint("n", i), func(context.Context) error {
 						n := cur.Add(1)
 						for {
@@ -63,14 +69,24 @@ func TestQueueLimit(t *testing.T) {
 								break
 							}
 						}
-						time.Sleep(2 * time.Millisecond)
+						if n >= want {
+							once.Do(func() { close(reached) })
+						}
+						select {
+						case <-reached:
+						case <-time.After(10 * time.Second):
+							starved.Store(true)
+						}
 						cur.Add(-1)
 						return nil
 					})
-				}()
+				})
 			}
 			wg.Wait()
-			if want := int32(max(jobs, 1)); peak.Load() > want || peak.Load() < 1 {
+			if starved.Load() {
+				t.Fatalf("the queue never ran %d builds at once (peak %d)", want, peak.Load())
+			}
+			if peak.Load() != want {
 				t.Fatalf("peak %d concurrent builds, limit %d", peak.Load(), want)
 			}
 		})

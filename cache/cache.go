@@ -61,6 +61,7 @@ type Cache struct {
 // testHooks let tests act at chosen points of an operation (export_test.go).
 type testHooks struct {
 	verifySnapshot func() // between Verify's snapshot and its hashing
+	gcPlanned      func() // between gc's plan and its commit
 }
 
 // Open opens (creating if needed) the cache directory dir.

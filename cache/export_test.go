@@ -3,3 +3,6 @@ package cache
 // SetVerifySnapshotHook makes c's Verify call f between its snapshot of the
 // manifest and the hashing.
 func SetVerifySnapshotHook(c *Cache, f func()) { c.hooks.verifySnapshot = f }
+
+// SetGCPlannedHook makes c's GC call f between its plan and its commit.
+func SetGCPlannedHook(c *Cache, f func()) { c.hooks.gcPlanned = f }

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"syscall"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/lru"
 	"github.com/imgcache/imgcache/manifest"
@@ -59,12 +61,15 @@ type GCReport struct {
 func (r *GCReport) Short() bool { return len(r.Shortfalls) > 0 }
 
 // GC evicts least-recently-used entries until the limits hold, deletes blobs
-// no name points at, and clears leftovers of dead ingests. A blob is deleted
-// only under its exclusive lock, taken without waiting: one another process
-// is reading or loading is skipped this round. The manifest changes in one
-// step under its lock; blobs are deleted after it is written (a crash in
-// between leaves unreferenced blobs for the next gc, never a name without a
-// blob). gc is not a use.
+// no name points at, and clears leftovers of dead ingests. gc is not a use.
+//
+// It works in steps: plan (walk blobs/, read the manifest, compute the
+// victims, take their blobs' exclusive locks without waiting: a blob
+// another process reads or loads is skipped this round), commit (under the
+// manifest's lock, for milliseconds: drop the victims' names that still
+// hold what the plan saw, and the links), delete the blobs no name points
+// at now, report. A crash between commit and delete leaves unreferenced
+// blobs for the next gc, never a name without a blob.
 func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if err := opt.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("gc: %w: %w", errdefs.ErrInvalid, err)
@@ -80,116 +85,69 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 		}
 		rep.TmpFreed, rep.TmpFiles = freed, len(removed)
 	}
-	free, err := freeBytes(c.dir)
+	free, err := fsutil.FreeBytes(c.dir)
 	if err != nil {
 		return nil, err
 	}
 	rep.Free = free
-
-	held := map[string]*lockfile.Lock{} // exclusive locks on the blobs to delete
-	defer func() {
-		for _, l := range held {
-			l.Release()
-		}
-	}()
-	var plan lru.Plan
-	evicted := map[string]digest.Digest{} // name → the digest it named
-	decide := func(m *manifest.Manifest) error {
-		p, err := c.planGC(m, free, opt.Limits, held)
-		if err != nil {
-			return err
-		}
-		plan = p
-		if opt.DryRun {
-			return nil
-		}
-		for _, v := range p.Victims {
-			for _, name := range v.Names {
-				evicted[name] = m.Entries[name].Digest
-				delete(m.Entries, name)
-			}
-		}
-		return nil
-	}
-	if opt.DryRun {
-		m, err := c.load(ctx)
-		if err == nil {
-			err = decide(m)
-		}
-		if err != nil {
-			return nil, err
-		}
-	} else if err := c.updateThen(ctx, decide, func(*manifest.Manifest) {
-		for name := range evicted {
-			if n, err := naming.Parse(name); err == nil {
-				c.dropLink(n)
-			}
-		}
-	}); err != nil {
+	p, err := c.planGC(ctx, free, opt.Limits, !opt.DryRun)
+	if err != nil {
 		return nil, err
 	}
-
-	now := c.opt.Now()
-	for _, v := range plan.Victims {
-		gv := GCVictim{Names: v.Names, Blob: v.Blob, Freed: v.Freed, LastUsed: v.LastUsed, Reason: string(v.Reason)}
-		if gv.Names == nil {
-			gv.Names = []string{}
-		}
-		rep.Victims = append(rep.Victims, gv)
-		if !v.LastUsed.IsZero() && now.Sub(v.LastUsed) < opt.Recent {
-			rep.Recent = append(rep.Recent, v.Names...)
-		}
-	}
-	rep.StoredBefore, rep.StoredAfter = plan.StoredBefore, plan.StoredAfter
-	rep.Shortfalls = append(rep.Shortfalls, plan.Shortfalls...)
-	rep.Skipped = append(rep.Skipped, plan.Skipped...)
-	if len(rep.Recent) > 0 {
-		c.opt.Log.Warn("gc evicted entries used in the last minutes: the limits may be too tight for the working set", "names", rep.Recent, "window", opt.Recent.String())
-	}
+	defer p.release()
 	if opt.DryRun {
-		rep.Freed, rep.FreeAfter = plan.Freed, free+plan.Freed
+		c.reportPlan(p.plan, nil, opt, rep)
+		rep.Freed, rep.FreeAfter = p.plan.Freed, free+p.plan.Freed
 		return rep, nil
 	}
-
-	for _, v := range plan.Victims {
-		if v.Blob == "" {
-			continue
-		}
-		d := digest.Digest(v.Blob)
-		if err := c.blobs.DeleteNoSync(d); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-			c.opt.Log.Warn("blob not deleted; the next gc retries", "blob", v.Blob, "err", err)
-			continue
-		}
-		rep.Freed += v.Freed
-		if l := held[v.Blob]; l != nil {
-			l.Remove()
-			delete(held, v.Blob)
+	if c.hooks.gcPlanned != nil {
+		c.hooks.gcPlanned()
+	}
+	evicted, doomed, err := c.commitGC(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	c.reportPlan(p.plan, evicted, opt, rep)
+	c.deleteBlobs(p, doomed, rep)
+	gone := map[string]bool{}
+	for _, key := range doomed {
+		gone[key] = true
+	}
+	for i, v := range rep.Victims {
+		if v.Blob != "" && !gone[v.Blob] {
+			rep.Victims[i].Blob, rep.Victims[i].Freed = "", 0 // named again since the plan
 		}
 	}
-	if rep.Freed > 0 {
-		if err := c.blobs.Sync(); err != nil {
-			c.opt.Log.Warn("fsync of blobs/ failed", "err", err)
-		}
-	}
-	evictions := 0
-	for _, v := range plan.Victims {
-		evictions += len(v.Names)
-	}
-	c.count(func(s *Counters) { s.Evictions += int64(evictions); s.BytesReclaimed += rep.Freed + rep.TmpFreed })
+	rep.StoredAfter = rep.StoredBefore - rep.Freed
+	c.count(func(s *Counters) { s.Evictions += int64(len(evicted)); s.BytesReclaimed += rep.Freed + rep.TmpFreed })
 	if n, err := c.blobs.CleanLocks(); err == nil {
 		rep.LocksRemoved = n
 	}
 	if opt.Docker {
-		c.gcDocker(ctx, plan, evicted, rep)
+		c.gcDocker(ctx, evicted, rep)
 	}
-	rep.FreeAfter, _ = freeBytes(c.dir)
+	rep.FreeAfter, _ = fsutil.FreeBytes(c.dir)
 	return rep, nil
 }
 
-// planGC computes a plan whose every blob to delete is exclusively locked
-// (the locks are left in held). A blob that cannot be locked is in use: it is
-// marked so and the plan is computed again.
-func (c *Cache) planGC(m *manifest.Manifest, free int64, limits lru.Limits, held map[string]*lockfile.Lock) (lru.Plan, error) {
+// gcPlan is a plan and what it was made from.
+type gcPlan struct {
+	plan lru.Plan
+	seen *manifest.Manifest        // the manifest the plan was made from
+	held map[string]*lockfile.Lock // exclusive locks on the blobs the plan deletes
+}
+
+func (p *gcPlan) release() {
+	for _, l := range p.held {
+		l.Release()
+	}
+}
+
+// planGC computes the plan from a walk of blobs/ and the manifest as read
+// now, without holding the manifest's lock. With lock, every blob the plan
+// deletes is exclusively locked (left in held); a blob that cannot be
+// locked is in use: it is marked so and the plan is computed again.
+func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock bool) (*gcPlan, error) {
 	st := lru.State{Free: free, Now: c.opt.Now()}
 	index := map[string]int{}
 	err := c.blobs.Walk(func(i cas.Info) error {
@@ -198,7 +156,11 @@ func (c *Cache) planGC(m *manifest.Manifest, free int64, limits lru.Limits, held
 		return nil
 	}, nil)
 	if err != nil {
-		return lru.Plan{}, err
+		return nil, err
+	}
+	m, err := c.load(ctx)
+	if err != nil {
+		return nil, err
 	}
 	for _, name := range m.Names() {
 		e := m.Entries[name]
@@ -207,79 +169,184 @@ func (c *Cache) planGC(m *manifest.Manifest, free int64, limits lru.Limits, held
 		}
 		st.Entries = append(st.Entries, lru.Entry{Name: name, Blob: e.Digest.String(), LastUsed: e.LastUsed, Pinned: e.Pinned})
 	}
+	p := &gcPlan{seen: m, held: map[string]*lockfile.Lock{}}
 	for {
-		plan, err := lru.Compute(st, limits)
+		p.plan, err = lru.Compute(st, limits)
 		if err != nil {
-			return plan, fmt.Errorf("gc: %w", err)
+			p.release()
+			return nil, fmt.Errorf("gc: %w", err)
 		}
-		busy := false
-		for _, key := range plan.Deleted() {
-			if held[key] != nil {
-				continue
-			}
-			l, ok, err := c.blobs.TryLock(digest.Digest(key), true)
-			if err != nil {
-				return plan, err
-			}
-			if !ok {
-				st.Blobs[index[key]].InUse = true
-				busy = true
-				continue
-			}
-			held[key] = l
+		if !lock {
+			return p, nil
 		}
-		if busy {
+		busy, err := p.lockVictims(c.blobs)
+		if err != nil {
+			p.release()
+			return nil, err
+		}
+		if len(busy) == 0 {
+			return p, nil
+		}
+		for _, key := range busy {
+			st.Blobs[index[key]].InUse = true
+		}
+	}
+}
+
+// lockVictims takes the exclusive locks of the blobs the plan deletes,
+// releases those of blobs it no longer deletes, and returns the blobs that
+// are busy.
+func (p *gcPlan) lockVictims(blobs *cas.Store) (busy []string, err error) {
+	keep := map[string]bool{}
+	for _, key := range p.plan.Deleted() {
+		keep[key] = true
+		if p.held[key] != nil {
 			continue
 		}
-		// Release locks on blobs a later plan no longer deletes.
-		keep := map[string]bool{}
-		for _, key := range plan.Deleted() {
-			keep[key] = true
+		l, ok, err := blobs.TryLock(digest.Digest(key), true)
+		if err != nil {
+			return nil, err
 		}
-		for key, l := range held {
-			if !keep[key] {
-				l.Release()
-				delete(held, key)
+		if !ok {
+			busy = append(busy, key)
+			continue
+		}
+		p.held[key] = l
+	}
+	for key, l := range p.held {
+		if !keep[key] {
+			l.Release()
+			delete(p.held, key)
+		}
+	}
+	return busy, nil
+}
+
+// commitGC drops the victims' names under the manifest's lock, each only if
+// it still holds the digest the plan saw, unpinned and not used since (a
+// put, pin or get that landed after the plan wins), and their links. It
+// returns the names dropped (with the digest each named) and the planned
+// blobs that no name points at now.
+func (c *Cache) commitGC(ctx context.Context, p *gcPlan) (map[string]digest.Digest, []string, error) {
+	evicted := map[string]digest.Digest{}
+	var doomed []string
+	err := c.updateThen(ctx, func(now *manifest.Manifest) error {
+		for _, v := range p.plan.Victims {
+			for _, name := range v.Names {
+				was, cur := p.seen.Entries[name], now.Entries[name]
+				if was == nil || cur == nil || cur.Digest != was.Digest || cur.Pinned || cur.LastUsed.After(was.LastUsed) {
+					continue
+				}
+				evicted[name] = cur.Digest
+				delete(now.Entries, name)
 			}
 		}
-		return plan, nil
+		for _, key := range p.plan.Deleted() {
+			if !now.Referenced(digest.Digest(key)) {
+				doomed = append(doomed, key)
+			}
+		}
+		if len(evicted) == 0 {
+			return errNoWrite
+		}
+		return nil
+	}, func(*manifest.Manifest) {
+		for name := range evicted {
+			if n, err := naming.Parse(name); err == nil {
+				c.dropLink(n)
+			}
+		}
+	})
+	if err != nil && !errors.Is(err, errNoWrite) {
+		return nil, nil, err
+	}
+	return evicted, doomed, nil
+}
+
+// deleteBlobs deletes the doomed blobs (their exclusive locks are held),
+// with one fsync of blobs/ for all of them.
+func (c *Cache) deleteBlobs(p *gcPlan, doomed []string, rep *GCReport) {
+	size := map[string]int64{}
+	for _, v := range p.plan.Victims {
+		if v.Blob != "" {
+			size[v.Blob] = v.Freed
+		}
+	}
+	for _, key := range doomed {
+		if err := c.blobs.DeleteNoSync(digest.Digest(key)); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			c.opt.Log.Warn("blob not deleted; the next gc retries", "blob", key, "err", err)
+			continue
+		}
+		rep.Freed += size[key]
+		if l := p.held[key]; l != nil {
+			l.Remove()
+			delete(p.held, key)
+		}
+	}
+	if rep.Freed > 0 {
+		if err := c.blobs.Sync(); err != nil {
+			c.opt.Log.Warn("fsync of blobs/ failed", "err", err)
+		}
+	}
+}
+
+// reportPlan fills the report from the plan (after a commit, with only
+// the names it evicted: a victim used, pinned or re-put since the plan is
+// kept, and its blob reported as skipped) and warns when gc evicts what was
+// used within opt.Recent (the limits may be too tight).
+func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, opt GCOptions, rep *GCReport) {
+	now := c.opt.Now()
+	for _, v := range plan.Victims {
+		gv := GCVictim{Names: []string{}, Blob: v.Blob, Freed: v.Freed, LastUsed: v.LastUsed, Reason: string(v.Reason)}
+		for _, name := range v.Names {
+			if _, ok := evicted[name]; ok || evicted == nil {
+				gv.Names = append(gv.Names, name)
+			}
+		}
+		if len(v.Names) > 0 && len(gv.Names) == 0 {
+			if v.Blob != "" {
+				rep.Skipped = append(rep.Skipped, v.Blob)
+			}
+			continue // kept: changed since the plan
+		}
+		rep.Victims = append(rep.Victims, gv)
+		if !v.LastUsed.IsZero() && now.Sub(v.LastUsed) < opt.Recent {
+			rep.Recent = append(rep.Recent, gv.Names...)
+		}
+	}
+	rep.StoredBefore, rep.StoredAfter = plan.StoredBefore, plan.StoredAfter
+	rep.Shortfalls = append(rep.Shortfalls, plan.Shortfalls...)
+	rep.Skipped = append(rep.Skipped, plan.Skipped...)
+	if len(rep.Recent) > 0 {
+		c.opt.Log.Warn("gc evicted entries used in the last minutes: the limits may be too tight for the working set", "names", rep.Recent, "window", opt.Recent.String())
 	}
 }
 
 // gcDocker removes the evicted names' imgcache tags from the daemon. An image
 // still used by a container is reported and left alone.
-func (c *Cache) gcDocker(ctx context.Context, plan lru.Plan, evicted map[string]digest.Digest, rep *GCReport) {
+func (c *Cache) gcDocker(ctx context.Context, evicted map[string]digest.Digest, rep *GCReport) {
+	if len(evicted) == 0 {
+		return
+	}
 	b, err := c.docker(ctx)
 	if err != nil {
 		rep.DockerErrors = append(rep.DockerErrors, err.Error())
 		return
 	}
-	for _, v := range plan.Victims {
-		for _, name := range v.Names {
-			n, err := naming.Parse(name)
-			if err != nil {
-				continue
-			}
-			refs := []string{naming.PinnedRef(n, evicted[name].Encoded()), naming.LatestRef(n)}
-			for _, ref := range refs {
-				err := b.Remove(ctx, ref)
-				switch {
-				case err == nil:
-					rep.Docker = append(rep.Docker, ref)
-				case errors.Is(err, errdefs.ErrNotFound):
-				default:
-					rep.DockerErrors = append(rep.DockerErrors, err.Error())
-				}
+	for _, name := range slices.Sorted(maps.Keys(evicted)) {
+		n, err := naming.Parse(name)
+		if err != nil {
+			continue
+		}
+		for _, ref := range []string{naming.PinnedRef(n, evicted[name].Encoded()), naming.LatestRef(n)} {
+			err := b.Remove(ctx, ref)
+			switch {
+			case err == nil:
+				rep.Docker = append(rep.Docker, ref)
+			case errors.Is(err, errdefs.ErrNotFound):
+			default:
+				rep.DockerErrors = append(rep.DockerErrors, err.Error())
 			}
 		}
 	}
-}
-
-// freeBytes is the space available to unprivileged users on dir's filesystem.
-func freeBytes(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, fmt.Errorf("statfs %s: %w", dir, err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
 }

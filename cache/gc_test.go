@@ -15,6 +15,7 @@ import (
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/lru"
+	"github.com/imgcache/imgcache/manifest"
 )
 
 // gcFixture is a cache holding names[i] put at t0+i hours, each its own
@@ -474,5 +475,49 @@ func TestGCInvalidLimits(t *testing.T) {
 		if !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("GC(%+v) = %v, want ErrInvalid", l, err)
 		}
+	}
+}
+
+// TestGCCommitKeepsWhatChangedSincePlan: gc plans without the manifest's
+// lock; what happens between plan and commit wins: a victim used since is
+// kept, one re-put with other content is kept (and its new blob), one
+// pinned is kept, and a victim whose blob another name took up again keeps
+// its blob. Fails if commitGC drops names by the plan alone.
+func TestGCCommitKeepsWhatChangedSincePlan(t *testing.T) {
+	f := newGCFixture(t)
+	ctx := t.Context()
+	other, _ := image(t, "t/other:1", 999)
+	cache.SetGCPlannedHook(f.c, func() {
+		// Used, as a warm get does (no blob lock: gc holds the victims').
+		if err := manifest.Open(f.c.Dir()).Touch(ctx, f.names[1], f.digest[f.names[1]], f.clk.Now()); err != nil {
+			t.Error(err)
+		}
+		put(t, f.c, f.names[2], other)
+		if err := f.c.SetPinned(ctx, mustName(t, f.names[3]), true); err != nil {
+			t.Error(err)
+		}
+	})
+	rep, err := f.c.GC(ctx, cache.GCOptions{Limits: lru.Limits{MaxSize: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := listNames(t, f.c)
+	if want := []string{f.names[1], f.names[2], f.names[3]}; !slices.Equal(left, sortedCopy(want)) {
+		t.Errorf("left %v, want %v (changed after the plan); report %s", left, want, toJSON(rep))
+	}
+	if got := victimNames(rep); !slices.Equal(got, []string{f.names[0]}) {
+		t.Errorf("reported victims %v, want only %s", got, f.names[0])
+	}
+	for _, n := range left {
+		e := inspect(t, f.c, n)
+		if !hasBlob(t, f.c, e.Digest) {
+			t.Errorf("%s kept without its blob", n)
+		}
+	}
+	if inspect(t, f.c, f.names[2]).Digest != sha(other) {
+		t.Errorf("the re-put was undone")
+	}
+	if rep := verify(t, f.c, false); !rep.OK() {
+		t.Errorf("verify after gc: %s", toJSON(rep.Problems))
 	}
 }

@@ -9,12 +9,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cache"
-	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/manifest"
 )
 
@@ -460,30 +458,20 @@ func TestVerifyDoesNotRevertConcurrentPut(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	c, _ := openCache(t, dir)
-	a, imgA := image(t, "t/x:1", 1)
+	a, _ := image(t, "t/x:1", 1)
 	b, imgB := image(t, "t/x:1", 2)
 	put(t, c, "capy-ubuntu-25.04-gcc15", a)
 
-	// Hold a's blob exclusively (as a loading process would): Verify, once
-	// it has read the manifest, waits for it before hashing.
-	l, err := lockfile.Acquire(t.Context(), lockPath(c, imgA.Digest), true)
+	// The puts land after Verify took its snapshot, before it hashes.
+	v, _ := openCache(t, dir)
+	cache.SetVerifySnapshotHook(v, func() {
+		put(t, c, "capy-ubuntu-25.04-gcc15", b)
+		put(t, c, "capy-ubuntu-25.04-new", b)
+	})
+	rep, err := v.Verify(context.Background(), nil, false)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("Verify: %v", err)
 	}
-	done := make(chan *cache.VerifyReport)
-	go func() {
-		v, _ := openCache(t, dir)
-		rep, err := v.Verify(context.Background(), nil, false)
-		if err != nil {
-			t.Errorf("Verify: %v", err)
-		}
-		done <- rep
-	}()
-	time.Sleep(200 * time.Millisecond) // Verify has its snapshot and waits for the lock
-	put(t, c, "capy-ubuntu-25.04-gcc15", b)
-	put(t, c, "capy-ubuntu-25.04-new", b)
-	l.Release()
-	rep := <-done
 	t.Logf("concurrent verify: %s", toJSON(rep.Problems))
 
 	assertLink(t, c, "capy-ubuntu-25.04-gcc15", imgB.Digest)

@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +14,7 @@ import (
 	"testing"
 
 	ourerr "github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/testuser"
 )
 
 func TestDecodeBuild(t *testing.T) {
@@ -273,19 +276,47 @@ func TestContextTar(t *testing.T) {
 	}
 
 	t.Run("unreadable file fails the stream", func(t *testing.T) {
-		if os.Geteuid() == 0 {
-			t.Skip("root reads everything")
-		}
+		// As root (CI) the read would succeed: the check runs as nobody.
 		d := t.TempDir()
+		if testuser.CanSwitch() {
+			d = testuser.SharedDir(t)
+		}
 		writeFiles(t, d, map[string]string{"Dockerfile": "FROM x\n", "secret": "s"})
 		os.Chmod(filepath.Join(d, "secret"), 0)
-		rc, _, err := ContextTar(d, filepath.Join(d, "Dockerfile"))
-		if err != nil {
-			t.Fatal(err)
+		if !testuser.CanSwitch() {
+			if err := readContextTar(d); err == nil || !errors.Is(err, fs.ErrPermission) {
+				t.Fatalf("reading an unreadable context: %v, want a permission error", err)
+			}
+			return
 		}
-		defer rc.Close()
-		if _, err := io.Copy(io.Discard, rc); err == nil {
-			t.Fatal("no error reading an unreadable context")
+		out, err := testuser.Command(t, testuser.NobodyUID, testuser.NobodyGID, "^TestUnreadableContextHelper$", "unreadable-context", "CONTEXT_DIR="+d).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "permission denied") {
+			t.Fatalf("as nobody: %v\n%s", err, out)
 		}
 	})
+}
+
+// readContextTar streams dir's context tar to the end.
+func readContextTar(dir string) error {
+	rc, _, err := ContextTar(dir, filepath.Join(dir, "Dockerfile"))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
+
+// TestUnreadableContextHelper runs as another user (see TestContextTar): an
+// unreadable file must fail the stream, with the reason. Fails (exit 1)
+// when ContextTar skips or swallows files it cannot read.
+func TestUnreadableContextHelper(t *testing.T) {
+	if !testuser.IsHelper("unreadable-context") {
+		t.Skip("helper: runs only as another user, from TestContextTar")
+	}
+	err := readContextTar(os.Getenv("CONTEXT_DIR"))
+	if err == nil {
+		t.Fatal("no error reading an unreadable context")
+	}
+	fmt.Println("read failed as expected:", err)
 }

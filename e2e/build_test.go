@@ -380,7 +380,11 @@ func TestOutdatedAfterBasePut(t *testing.T) {
 		t.Fatalf("outdated with nothing outdated: %s", r)
 	}
 	// Built longer ago than --max-age; IMGCACHE_MAX_AGE is gc's and does not count.
-	time.Sleep(10 * time.Millisecond)
+	// The build finished before outdated starts: more than 1ms ago once the
+	// clock has moved that far past the recorded build time.
+	for built := inspectEntry(t, dir, capyGCC).Added; time.Since(built) <= time.Millisecond; {
+		time.Sleep(time.Millisecond)
+	}
 	if got := outdated(t, dir, "--max-age", "1ms"); got[capyGCC] != "too-old" {
 		t.Fatalf("--max-age 1ms: outdated %v", got)
 	}

@@ -67,18 +67,29 @@ func TestMinFreeEvictsExactlyTheLRUEntriesNeeded(t *testing.T) {
 	for _, n := range names {
 		img, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 2, FileSize: 1 << 20}) // ~4 MiB incompressible
 		must(t, dir, "put", n, img)
-		time.Sleep(20 * time.Millisecond)
 	}
 	// Use a and b again: c and d are now the least recently used.
 	for _, n := range []string{"capy-ubuntu-25.04-a", "capy-ubuntu-25.04-b"} {
 		must(t, dir, "export", n, "-o", filepath.Join(t.TempDir(), "x.tar"))
-		time.Sleep(20 * time.Millisecond)
 	}
 	var entries []struct {
-		Name       string `json:"name"`
-		StoredSize int64  `json:"stored_size"`
+		Name       string    `json:"name"`
+		StoredSize int64     `json:"stored_size"`
+		LastUsed   time.Time `json:"last_used"`
 	}
 	json.Unmarshal([]byte(must(t, dir, "ls", "--json")), &entries)
+	// The premise, observed rather than slept for: each operation ran after
+	// the one before, so the last uses are c < d < e < a < b.
+	used := map[string]time.Time{}
+	for _, e := range entries {
+		used[e.Name] = e.LastUsed
+	}
+	order := []string{"capy-ubuntu-25.04-c", "capy-ubuntu-25.04-d", "capy-ubuntu-25.04-e", "capy-ubuntu-25.04-a", "capy-ubuntu-25.04-b"}
+	for i := 1; i < len(order); i++ {
+		if !used[order[i-1]].Before(used[order[i]]) {
+			t.Fatalf("last uses not in the order of the operations: %v", used)
+		}
+	}
 	blob := entries[0].StoredSize
 	need := freeBytes(t, dir) + blob*3/2
 	out := must(t, dir, "gc", "--json", "--min-free", fmt.Sprint(need))
@@ -198,7 +209,6 @@ func TestAutomaticGCAfterPut(t *testing.T) {
 	if r := imgcache(t, dir, env, "put", "capy-ubuntu-25.04-old", a); r.code != 0 {
 		t.Fatal(r)
 	}
-	time.Sleep(20 * time.Millisecond)
 	if r := imgcache(t, dir, env, "put", "capy-ubuntu-25.04-new", b); r.code != 0 {
 		t.Fatal(r)
 	}

@@ -210,35 +210,77 @@ func TestCrashDuringPut(t *testing.T) {
 	t.Logf("%d put trials, %d killed mid-operation", trials, killed)
 }
 
+// TestCrashDuringGC: every trial starts with work for gc (the evicted
+// entries put back), and kills it at a random point within how long that
+// gc takes uninterrupted. The cache must stay healthy, and at least one gc
+// must have been killed before it finished, or the test proved nothing.
 func TestCrashDuringGC(t *testing.T) {
-	dir := t.TempDir()
+	pristine := t.TempDir()
 	for i := range 12 {
 		p, _ := genImage(t, testimage.Options{FileSize: 64 << 10})
-		must(t, dir, "put", fmt.Sprintf("capy-ubuntu-25.04-v%d", i), p)
+		must(t, pristine, "put", fmt.Sprintf("capy-ubuntu-25.04-v%d", i), p)
 	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	refill := func() { // the cache as it was before any gc, copied back
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("cp", "-a", pristine, dir).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v: %s", err, out)
+		}
+	}
+	refill()
+	start := time.Now()
+	must(t, dir, "gc", "--max-size", "300K")
+	took := time.Since(start)
 	rng := rand.New(rand.NewPCG(3, 3))
-	for range 12 {
-		startKilled(t, dir, time.Duration(rng.IntN(60))*time.Millisecond, "gc", "--max-size", "300K")
+	trials, killed := 12, 0
+	for range trials {
+		refill()
+		// Past the process start (a third of the whole), before the end.
+		delay := took/3 + time.Duration(rng.Int64N(int64(took*2/3)))
+		if !startKilled(t, dir, delay, "gc", "--max-size", "300K") {
+			killed++
+		}
 		afterCrash(t, dir)
 	}
 	checkHealthy(t, dir)
+	if killed == 0 {
+		t.Fatalf("no gc was killed mid-way (an uninterrupted gc takes %v); the test proves nothing", took)
+	}
+	t.Logf("%d gc trials, %d killed mid-operation (an uninterrupted gc takes %v)", trials, killed, took)
 }
 
+// TestCrashDuringGet: each trial removes the image from the daemon, so the
+// get has a cold load to do, and kills it within how long a cold get takes.
+// At least one get must have been killed before its load was committed.
 func TestCrashDuringGet(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
 	p, img := genImage(t, testimage.Options{Layers: 3, FilesPerLayer: 8, FileSize: 1 << 20})
 	must(t, dir, "put", "capy-ubuntu-25.04-crashget", p)
+	removeImage(img.ImageID.String())
+	start := time.Now()
+	must(t, dir, "get", "capy-ubuntu-25.04-crashget")
+	took := time.Since(start)
 	rng := rand.New(rand.NewPCG(5, 5))
-	for range 10 {
+	trials, interrupted := 10, 0
+	for range trials {
 		removeImage(img.ImageID.String())
-		startKilled(t, dir, time.Duration(rng.IntN(500))*time.Millisecond, "get", "capy-ubuntu-25.04-crashget")
+		exited := startKilled(t, dir, time.Duration(rng.Int64N(int64(took))), "get", "capy-ubuntu-25.04-crashget")
+		if !exited && !inDaemon(t, img.ImageID.String()) {
+			interrupted++ // killed, and the load it was doing never committed
+		}
 		afterCrash(t, dir)
 	}
 	must(t, dir, "get", "capy-ubuntu-25.04-crashget")
 	if !inDaemon(t, img.ImageID.String()) {
 		t.Fatal("get after crashes did not load")
 	}
+	if interrupted == 0 {
+		t.Fatalf("no get was killed before its load committed (a cold get takes %v); the test proves nothing", took)
+	}
+	t.Logf("%d get trials, %d killed before the load committed (a cold get takes %v)", trials, interrupted, took)
 }
 
 func TestLockTimeoutAndDeadHolder(t *testing.T) {

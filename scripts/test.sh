@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# scripts/test.sh [FUZZTIME] — the whole test suite, exactly what CI runs
+# (.ci/run calls this and nothing else). It installs what a fresh Debian
+# machine with Go lacks (gcc for cgo and -race, Debian's docker.io), starts a
+# Docker daemon if none answers, then runs:
+#   1. gofmt and go vet, with cgo (libzstd encoder) and without (pure Go);
+#   2. every test with -race, the end-to-end suite against the real daemon
+#      included (IMGCACHE_E2E=1; with CI=true a missing daemon fails);
+#   3. the tests too slow under the race detector, without it (-short=false);
+#   4. every fuzz target for FUZZTIME (default 10s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${1:-10s}
+export CI=${CI:-true}
+export IMGCACHE_E2E=1
+export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+
+log() { echo "test.sh: $*" >&2; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+go version
+if ! command -v gcc >/dev/null 2>&1; then
+  log "installing gcc (cgo: the libzstd encoder and the race detector need it)"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+fi
+go mod download
+scripts/dockerd.sh
+
+log "lint"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2; echo "$unformatted" >&2; exit 1
+fi
+go vet ./...
+CGO_ENABLED=0 go vet ./...
+
+log "tests, race detector on (e2e against the real daemon included)"
+go test -race -count=1 -timeout 30m ./...
+
+log "tests that are too slow under the race detector, without it"
+slow=$(mktemp); trap 'rm -f "$slow"' EXIT
+go test -count=1 -v -run '^(TestDecodeTooLarge|TestReadTooManyEntries)$' ./manifest/ ./archive/ | tee "$slow" | grep -E '^(--- |ok|FAIL)' || true
+if ! [ "$(grep -c -- '^--- PASS' "$slow")" -eq 2 ]; then
+  echo "test.sh: the slow tests did not both run and pass" >&2; exit 1
+fi
+
+log "fuzzing, $fuzztime per target"
+scripts/fuzz.sh "$fuzztime"
