@@ -385,6 +385,10 @@ func TestOutdatedAfterBasePut(t *testing.T) {
 	for built := inspectEntry(t, dir, capyGCC).Added; time.Since(built) <= time.Millisecond; {
 		time.Sleep(time.Millisecond)
 	}
+	if got := outdated(t, dir, "--older-than", "1ms"); got[capyGCC] != "too-old" {
+		t.Fatalf("--older-than 1ms: outdated %v", got)
+	}
+	// The first round's spelling still works, deprecated.
 	if got := outdated(t, dir, "--max-age", "1ms"); got[capyGCC] != "too-old" {
 		t.Fatalf("--max-age 1ms: outdated %v", got)
 	}

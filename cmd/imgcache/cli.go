@@ -62,7 +62,6 @@ type env struct {
 	log     *slog.Logger
 	c       *cache.Cache
 	sources sources
-	args    []string
 }
 
 // open opens the cache directory named by the flags.
@@ -145,7 +144,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if root.Quiet {
 		level = slog.LevelError
 	}
-	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, root: &root, sources: src, args: args,
+	e := &env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, root: &root, sources: src,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))}
 	defer func() {
 		if e.c != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/alecthomas/kong"
 	"io"
 	"strings"
 	"text/tabwriter"
@@ -122,16 +123,17 @@ func (c *resolveCmd) Run(e *env) error {
 	return tw.Flush()
 }
 
-// buildMaxAge is the --max-age outdated and rebuild use. The flag is the
-// root's (gc's limit on last use); they read it as "built longer ago than",
-// and only when it is on their command line, never from IMGCACHE_MAX_AGE or
-// a config file (which configure gc).
-func buildMaxAge(e *env) time.Duration {
-	for _, a := range e.args {
-		if a == "--" {
-			break
-		}
-		if a == "--max-age" || strings.HasPrefix(a, "--max-age=") {
+// olderThan is outdated's and rebuild's age limit: --older-than, else the
+// deprecated --max-age when it is on this command line (scripts written for
+// the first round use it). The root's --max-age is gc's limit on last use;
+// its environment variable and config key never count here.
+func olderThan(e *env, kctx *kong.Context, own age) time.Duration {
+	if own != 0 {
+		return time.Duration(own)
+	}
+	for _, p := range kctx.Path {
+		if p.Flag != nil && !p.Resolved && p.Flag.Name == "max-age" {
+			e.log.Warn("--max-age on outdated and rebuild is deprecated: use --older-than")
 			return time.Duration(e.root.MaxAge)
 		}
 	}
@@ -139,23 +141,24 @@ func buildMaxAge(e *env) time.Duration {
 }
 
 type outdatedCmd struct {
-	JSON bool `help:"Print the outdated entries as a JSON array of {name, base, built, reasons: [{kind, detail}]}."`
+	OlderThan age  `help:"Also list entries built longer ago than this (30d, 12h). --max-age is a deprecated alias." placeholder:"DURATION"`
+	JSON      bool `help:"Print the outdated entries as a JSON array of {name, base, built, reasons: [{kind, detail}]}."`
 }
 
 func (c *outdatedCmd) Help() string {
 	return "An entry built by imgcache build is outdated when its base's digest is not the one it was built from " +
 		"(base-changed), when its base is itself outdated (base-outdated: transitively), when its base is gone " +
-		"(base-missing), or, with --max-age D, when it was built longer ago than D (too-old). " +
+		"(base-missing), or, with --older-than D, when it was built longer ago than D (too-old). " +
 		"Entries that were put or saved are never outdated.\n\n" +
-		"Example:\n  imgcache outdated --max-age 30d"
+		"Example:\n  imgcache outdated --older-than 30d"
 }
 
-func (c *outdatedCmd) Run(e *env) error {
+func (c *outdatedCmd) Run(e *env, kctx *kong.Context) error {
 	ca, err := e.open()
 	if err != nil {
 		return err
 	}
-	stale, err := ca.Outdated(e.ctx, buildMaxAge(e))
+	stale, err := ca.Outdated(e.ctx, olderThan(e, kctx, c.OlderThan))
 	if err != nil {
 		return err
 	}
@@ -181,10 +184,11 @@ func (c *outdatedCmd) Run(e *env) error {
 }
 
 type rebuildCmd struct {
-	Names []string `arg:"" optional:"" help:"Names to rebuild (default: every outdated entry). Their outdated ancestors are rebuilt first."`
-	Jobs  int      `short:"j" default:"1" help:"Most builds at once."`
-	Force bool     `help:"Rebuild the named entries even when they are up to date, without the layer cache."`
-	JSON  bool     `help:"Print the report as JSON: {order: [[names]…], results: [{name, status, digest, base, base_digest, reasons, waited, detail, error}]}."`
+	Names     []string `arg:"" optional:"" help:"Names to rebuild (default: every outdated entry). Their outdated ancestors are rebuilt first."`
+	Jobs      int      `short:"j" default:"1" help:"Most builds at once."`
+	Force     bool     `help:"Rebuild the named entries even when they are up to date, without the layer cache."`
+	OlderThan age      `help:"Also rebuild entries built longer ago than this (30d). --max-age is a deprecated alias." placeholder:"DURATION"`
+	JSON      bool     `help:"Print the report as JSON: {order: [[names]…], results: [{name, status, digest, base, base_digest, reasons, waited, detail, error}]}."`
 }
 
 func (c *rebuildCmd) Help() string {
@@ -195,7 +199,7 @@ func (c *rebuildCmd) Help() string {
 		"Example:\n  imgcache rebuild --jobs 4            # everything outdated\n  imgcache rebuild capy-ubuntu-25.04-gcc15-asan"
 }
 
-func (c *rebuildCmd) Run(e *env) error {
+func (c *rebuildCmd) Run(e *env, kctx *kong.Context) error {
 	names, err := parseNames(c.Names)
 	if err != nil {
 		return err
@@ -216,7 +220,7 @@ func (c *rebuildCmd) Run(e *env) error {
 	rep, err := ca.Rebuild(e.ctx, names, cache.RebuildOptions{
 		Jobs:   c.Jobs,
 		Force:  c.Force,
-		MaxAge: buildMaxAge(e),
+		MaxAge: olderThan(e, kctx, c.OlderThan),
 		Output: e.buildOutput(),
 		OnQueue: func(s builder.Status) {
 			switch s.State {

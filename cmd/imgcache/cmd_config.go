@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/alecthomas/kong"
@@ -37,7 +36,7 @@ func (c *configCmd) Run(e *env, kctx *kong.Context) error {
 		if s, ok := e.sources[f.Name]; ok {
 			src = s
 		}
-		if onCommandLine(e.args, f) {
+		if onCommandLine(kctx, f) {
 			src = "flag"
 		}
 		v := fmt.Sprint(f.Target.Interface())
@@ -60,16 +59,11 @@ func (c *configCmd) Run(e *env, kctx *kong.Context) error {
 
 func sorted(s []string) []string { sort.Strings(s); return s }
 
-// onCommandLine reports whether the flag was given in args.
-func onCommandLine(args []string, f *kong.Flag) bool {
-	for _, a := range args {
-		if a == "--" {
-			return false
-		}
-		if a == "--"+f.Name || strings.HasPrefix(a, "--"+f.Name+"=") {
-			return true
-		}
-		if f.Short != 0 && len(a) >= 2 && a[0] == '-' && a[1] != '-' && strings.ContainsRune(a[1:], f.Short) {
+// onCommandLine reports whether the flag was given on the command line (not
+// by a resolver: environment or config file).
+func onCommandLine(kctx *kong.Context, f *kong.Flag) bool {
+	for _, p := range kctx.Path {
+		if p.Flag == f && !p.Resolved {
 			return true
 		}
 	}
