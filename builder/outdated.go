@@ -13,6 +13,7 @@ type Info struct {
 	Base       string    // the name it was built from; "" when it was not built (put, save)
 	BaseDigest string    // the base's digest when it was built
 	Built      time.Time // when it was built
+	Recipe     bool      // a recipe is recorded: the entry can be rebuilt
 }
 
 // The reasons an entry is outdated.

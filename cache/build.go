@@ -407,7 +407,7 @@ func (c *Cache) Outdated(ctx context.Context, maxAge time.Duration) ([]builder.S
 func infos(m *manifest.Manifest) map[string]builder.Info {
 	in := make(map[string]builder.Info, len(m.Entries))
 	for name, e := range m.Entries {
-		i := builder.Info{Digest: e.Digest.String(), Built: e.Added}
+		i := builder.Info{Digest: e.Digest.String(), Built: e.Added, Recipe: e.Recipe != nil}
 		if e.Base != nil {
 			i.Base, i.BaseDigest = e.Base.Name, e.Base.Digest.String()
 		}

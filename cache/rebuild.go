@@ -87,88 +87,26 @@ func (c *Cache) Rebuild(ctx context.Context, names []naming.Name, opt RebuildOpt
 	if err != nil {
 		return nil, err
 	}
-	stale := map[string]builder.Stale{}
-	for _, s := range builder.Outdated(infos(m), start, opt.MaxAge) {
-		stale[s.Name] = s
+	in := infos(m)
+	sel, err := builder.Select(in, nameStrings(names), start, opt.MaxAge, opt.Force)
+	if err != nil {
+		return nil, selectError(err)
 	}
 	baseOf := map[string]string{}
-	for name, e := range m.Entries {
-		if e.Base != nil {
-			baseOf[name] = e.Base.Name
+	for name, i := range in {
+		if i.Base != "" {
+			baseOf[name] = i.Base
 		}
 	}
-	rebuildable := func(name string) bool {
-		e := m.Entries[name]
-		return e != nil && e.Base != nil && e.Recipe != nil
-	}
-	rep := &RebuildReport{Order: [][]string{}, Results: []RebuildResult{}}
-	targets := map[string][]string{} // name → reasons
-	if len(names) == 0 {
-		for _, name := range slices.Sorted(maps.Keys(stale)) {
-			s := stale[name]
-			switch {
-			case !s.Rebuildable():
-				rep.Results = append(rep.Results, RebuildResult{Name: name, Status: Skipped, Base: s.Base, Detail: "its base " + s.Base + " is not in the cache"})
-			case !rebuildable(name):
-				rep.Results = append(rep.Results, RebuildResult{Name: name, Status: Skipped, Base: s.Base, Detail: "no recorded recipe"})
-			default:
-				targets[name] = reasonKinds(s)
-			}
-		}
-	} else {
-		for _, n := range names {
-			name := n.String()
-			e, ok := m.Entries[name]
-			if !ok {
-				return nil, notFound(n)
-			}
-			if !rebuildable(name) {
-				return nil, fmt.Errorf("rebuild %s: %w: it was not built by imgcache build, so there is no recipe to rebuild it from", n, errdefs.ErrInvalid)
-			}
-			s, isStale := stale[name]
-			switch {
-			case isStale && !s.Rebuildable():
-				return nil, fmt.Errorf("rebuild %s: its base %s is not in the cache: %w (put it back first)", n, e.Base.Name, errdefs.ErrNotFound)
-			case isStale:
-				targets[name] = reasonKinds(s)
-			case opt.Force:
-				targets[name] = []string{"forced"}
-			default:
-				if _, dup := targets[name]; !dup {
-					rep.Results = append(rep.Results, RebuildResult{Name: name, Status: Skipped, Base: e.Base.Name, Digest: e.Digest.String(), Detail: "up to date"})
-				}
-				continue
-			}
-			// Its outdated ancestors first, or it would be built on a stale base.
-			seen := map[string]bool{name: true}
-			for a := e.Base.Name; a != "" && !seen[a]; a = baseOf[a] {
-				seen[a] = true
-				if s, ok := stale[a]; ok && s.Rebuildable() && rebuildable(a) {
-					if _, dup := targets[a]; !dup {
-						targets[a] = reasonKinds(s)
-					}
-				}
-			}
-		}
-		// A name first skipped as up to date may have become an ancestor target.
-		rep.Results = slices.DeleteFunc(rep.Results, func(r RebuildResult) bool { _, ok := targets[r.Name]; return ok })
-	}
-	list := slices.Sorted(maps.Keys(targets))
+	list := slices.Sorted(maps.Keys(sel.Targets))
 	order, err := builder.Order(list, baseOf)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild: %w: %w", errdefs.ErrInvalid, err)
 	}
-	rep.Order = order
-	var mu sync.Mutex // serializes callbacks, results and output
-	emit := func(r RebuildResult) {
-		mu.Lock()
-		defer mu.Unlock()
+	rep := &RebuildReport{Order: order, Results: []RebuildResult{}}
+	for _, s := range sel.Skipped {
+		r := RebuildResult{Name: s.Name, Status: Skipped, Base: s.Base, Digest: s.Digest, Detail: s.Detail}
 		rep.Results = append(rep.Results, r)
-		if opt.OnResult != nil {
-			opt.OnResult(r)
-		}
-	}
-	for _, r := range rep.Results {
 		if opt.OnResult != nil {
 			opt.OnResult(r)
 		}
@@ -180,72 +118,125 @@ func (c *Cache) Rebuild(ctx context.Context, names []naming.Name, opt RebuildOpt
 	if _, err := c.docker(ctx); err != nil {
 		return nil, err
 	}
+	r := &rebuildRun{c: c, opt: opt, start: start, targets: sel.Targets, baseOf: baseOf, rep: rep}
+	return rep, r.run(ctx, list)
+}
 
-	q := builder.NewQueue(opt.Jobs, func(s builder.Status) {
-		if opt.OnQueue != nil {
-			mu.Lock()
-			defer mu.Unlock()
-			opt.OnQueue(s)
+// nameStrings is names as strings.
+func nameStrings(names []naming.Name) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n.String()
+	}
+	return out
+}
+
+// selectError maps builder.Select's errors to the error categories.
+func selectError(err error) error {
+	switch {
+	case errors.Is(err, builder.ErrUnknown):
+		return fmt.Errorf("rebuild %w: %w (imgcache ls lists the cache)", err, errdefs.ErrNotFound)
+	case errors.Is(err, builder.ErrBaseMissing):
+		return fmt.Errorf("rebuild %w: %w", err, errdefs.ErrNotFound)
+	}
+	return fmt.Errorf("rebuild %w: %w", err, errdefs.ErrInvalid)
+}
+
+// rebuildRun is one Rebuild's builds in flight: each target waits for its
+// nearest ancestor among the targets, then queues for a build slot.
+type rebuildRun struct {
+	c       *Cache
+	opt     RebuildOptions
+	start   time.Time
+	targets map[string][]string
+	baseOf  map[string]string
+
+	mu     sync.Mutex // serializes callbacks, results, output and failed
+	rep    *RebuildReport
+	failed map[string]bool // written before the name's done channel closes
+	errs   []error
+}
+
+// run builds the targets, bases first, and joins the failures.
+func (r *rebuildRun) run(ctx context.Context, list []string) error {
+	q := builder.NewQueue(r.opt.Jobs, func(s builder.Status) {
+		if r.opt.OnQueue != nil {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.opt.OnQueue(s)
 		}
 	})
-	deps := builder.Deps(list, baseOf)
+	deps := builder.Deps(list, r.baseOf)
 	done := map[string]chan struct{}{}
-	failed := map[string]bool{} // under mu; written before done[name] closes
 	for _, name := range list {
 		done[name] = make(chan struct{})
 	}
-	var errs []error
+	r.failed = map[string]bool{}
 	var wg sync.WaitGroup
 	for _, name := range list {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			defer close(done[name])
-			r := RebuildResult{Name: name, Reasons: targets[name], Base: baseOf[name]}
+			var baseDone chan struct{}
 			if d := deps[name]; d != "" {
-				<-done[d]
-				mu.Lock()
-				baseFailed := failed[d]
-				mu.Unlock()
-				if baseFailed {
-					r.Status, r.err = Failed, fmt.Errorf("rebuild %s: its base %s failed to rebuild", name, d)
-				}
+				baseDone = done[d]
 			}
-			if r.err == nil {
-				forced := opt.Force && slices.Equal(targets[name], []string{"forced"})
-				var res *BuildResult
-				_, err := q.Do(ctx, name, func(ctx context.Context) error {
-					var err error
-					res, err = c.rebuildOne(ctx, naming.MustParse(name), forced, start, &prefixWriter{mu: &mu, w: opt.Output, prefix: "[" + name + "] "})
-					return err
-				})
-				switch {
-				case err != nil:
-					r.Status, r.err = Failed, err
-				case res.Built:
-					r.Status = Rebuilt
-				default:
-					r.Status, r.Detail = Skipped, "built by another process while this one waited"
-				}
-				if res != nil {
-					r.Digest, r.Waited = res.Entry.Digest.String(), res.Waited
-					if res.Entry.Base != nil {
-						r.BaseDigest = res.Entry.Base.Digest.String()
-					}
-				}
-			}
-			if r.err != nil {
-				r.Error = r.err.Error()
-				mu.Lock()
-				failed[name] = true
-				errs = append(errs, r.err)
-				mu.Unlock()
-			}
-			emit(r)
-		}()
+			r.finish(r.one(ctx, q, name, deps[name], baseDone))
+		})
 	}
 	wg.Wait()
-	return rep, errors.Join(errs...)
+	return errors.Join(r.errs...)
+}
+
+// one waits for name's base among the targets, then builds name in q.
+func (r *rebuildRun) one(ctx context.Context, q *builder.Queue, name, dep string, baseDone chan struct{}) RebuildResult {
+	res := RebuildResult{Name: name, Reasons: r.targets[name], Base: r.baseOf[name]}
+	if baseDone != nil {
+		<-baseDone
+		r.mu.Lock()
+		baseFailed := r.failed[dep]
+		r.mu.Unlock()
+		if baseFailed {
+			res.Status, res.err = Failed, fmt.Errorf("rebuild %s: its base %s failed to rebuild", name, dep)
+			return res
+		}
+	}
+	forced := r.opt.Force && slices.Equal(r.targets[name], []string{builder.ReasonForced})
+	var br *BuildResult
+	_, err := q.Do(ctx, name, func(ctx context.Context) error {
+		var err error
+		br, err = r.c.rebuildOne(ctx, naming.MustParse(name), forced, r.start, &prefixWriter{mu: &r.mu, w: r.opt.Output, prefix: "[" + name + "] "})
+		return err
+	})
+	switch {
+	case err != nil:
+		res.Status, res.err = Failed, err
+	case br.Built:
+		res.Status = Rebuilt
+	default:
+		res.Status, res.Detail = Skipped, "built by another process while this one waited"
+	}
+	if br != nil {
+		res.Digest, res.Waited = br.Entry.Digest.String(), br.Waited
+		if br.Entry.Base != nil {
+			res.BaseDigest = br.Entry.Base.Digest.String()
+		}
+	}
+	return res
+}
+
+// finish records one name's outcome and reports it.
+func (r *rebuildRun) finish(res RebuildResult) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if res.err != nil {
+		res.Error = res.err.Error()
+		r.failed[res.Name] = true
+		r.errs = append(r.errs, res.err)
+	}
+	r.rep.Results = append(r.rep.Results, res)
+	if r.opt.OnResult != nil {
+		r.opt.OnResult(res)
+	}
 }
 
 // rebuildOne builds name from the recipe its entry holds now.
@@ -267,14 +258,6 @@ func (c *Cache) rebuildOne(ctx context.Context, n naming.Name, forced bool, sinc
 		f.Flush()
 	}
 	return res, err
-}
-
-func reasonKinds(s builder.Stale) []string {
-	ks := make([]string, len(s.Reasons))
-	for i, r := range s.Reasons {
-		ks[i] = r.Kind
-	}
-	return ks
 }
 
 // prefixWriter writes whole lines, each prefixed, to w under mu: the
