@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	units "github.com/docker/go-units"
 )
 
 // Entry is one cache name.
@@ -77,9 +78,22 @@ const (
 
 // Shortfall is a target the plan cannot reach.
 type Shortfall struct {
-	Limit   string // LimitMinFree or LimitMaxSize
-	Missing int64  // bytes still missing after the plan
-	Why     string // what holds the rest, e.g. "3 pinned blobs hold 12 GiB and 1 in-use blob holds 2 GiB"
+	Limit   string `json:"limit"`   // LimitMinFree or LimitMaxSize
+	Missing int64  `json:"missing"` // bytes still missing after the plan
+	// What holds the rest: blobs kept because a name is pinned, blobs in
+	// use, and (not expected) any others.
+	Pinned Held `json:"pinned"`
+	InUse  Held `json:"in_use"`
+	Other  Held `json:"other"`
+	// Outside is what would still be missing with every kept blob gone:
+	// space used outside the cache (min-free only).
+	Outside int64 `json:"outside"`
+}
+
+// Held is a count of blobs and their bytes.
+type Held struct {
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
 }
 
 // Plan is the outcome of [Compute].
@@ -129,7 +143,7 @@ func (l Limits) Validate() error {
 	}
 	if l.TargetFree > 0 && l.TargetFree < l.MinFree {
 		probs = append(probs, fmt.Sprintf("target-free (%s) must be at least min-free (%s)",
-			formatBytes(l.TargetFree), formatBytes(l.MinFree)))
+			units.BytesSize(float64(l.TargetFree)), units.BytesSize(float64(l.MinFree))))
 	}
 	if l.TargetFree > 0 && l.MinFree == 0 {
 		probs = append(probs, "target-free needs min-free: it is where eviction stops once free space fell below min-free")
@@ -227,6 +241,10 @@ func index(s State, l Limits) (map[string]*blobInfo, error) {
 // Compute decides what gc removes; see the package documentation for the
 // policy. It errors (wrapping [ErrInvalidLimits] or [ErrInconsistentState])
 // only for invalid limits or a state that cannot be true.
+//
+// The plan is made in four steps, each a method of planner: orphans, names
+// past max-age, whole blobs for size and free space (least recently used
+// first), and the shortfalls left.
 func Compute(s State, l Limits) (Plan, error) {
 	if err := l.Validate(); err != nil {
 		return Plan{}, err
@@ -235,103 +253,142 @@ func Compute(s State, l Limits) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-
-	var p Plan
-	keys := make([]string, 0, len(blobs))
+	pl := &planner{s: s, l: l, blobs: blobs, skipped: map[string]bool{}}
 	for k, b := range blobs {
-		keys = append(keys, k)
-		p.StoredBefore += b.Size
+		pl.keys = append(pl.keys, k)
+		pl.p.StoredBefore += b.Size
 	}
-	slices.Sort(keys)
+	slices.Sort(pl.keys)
+	pl.orphans()
+	if l.MaxAge > 0 {
+		pl.maxAge()
+	}
+	pl.sizeAndFree()
+	pl.p.StoredAfter = pl.p.StoredBefore - pl.p.Freed
+	pl.p.FreeAfter = s.Free + pl.p.Freed
+	pl.shortfalls()
+	return pl.p, nil
+}
 
-	skipped := make(map[string]bool)
-	skip := func(key string) {
-		if !skipped[key] {
-			skipped[key] = true
-			p.Skipped = append(p.Skipped, key)
-		}
-	}
-	// act records v, deleting and crediting b unless it is in use.
-	act := func(b *blobInfo, v Victim) {
-		if !b.InUse {
-			b.deleted = true
-			v.Blob, v.Freed = b.Key, b.Size
-			p.Freed += b.Size
-		}
-		p.Victims = append(p.Victims, v)
-	}
+// planner is one Compute in progress.
+type planner struct {
+	s       State
+	l       Limits
+	blobs   map[string]*blobInfo
+	keys    []string // sorted
+	p       Plan
+	skipped map[string]bool
+}
 
-	// 1. Orphans, by key: they have no use to order them by.
-	for _, k := range keys {
-		b := blobs[k]
+// skip reports the blob as kept (pinned or in use), once.
+func (pl *planner) skip(key string) {
+	if !pl.skipped[key] {
+		pl.skipped[key] = true
+		pl.p.Skipped = append(pl.p.Skipped, key)
+	}
+}
+
+// act records v, deleting and crediting b unless it is in use.
+func (pl *planner) act(b *blobInfo, v Victim) {
+	if !b.InUse {
+		b.deleted = true
+		v.Blob, v.Freed = b.Key, b.Size
+		pl.p.Freed += b.Size
+	}
+	pl.p.Victims = append(pl.p.Victims, v)
+}
+
+// orphans: step 1, blobs no name points at, by key (they have no use to
+// order them by).
+func (pl *planner) orphans() {
+	for _, k := range pl.keys {
+		b := pl.blobs[k]
 		if len(b.names) > 0 {
 			continue
 		}
 		if b.InUse {
-			skip(k)
+			pl.skip(k)
 			continue
 		}
-		act(b, Victim{Reason: ReasonOrphan})
+		pl.act(b, Victim{Reason: ReasonOrphan})
 	}
+}
 
-	// 2. Max age. A name expires when Now-LastUsed > MaxAge; pinned names never drop.
-	if l.MaxAge > 0 {
-		type expiry struct {
-			b       *blobInfo
-			names   []string  // expired unpinned names: dropped
-			last    time.Time // latest use among names
-			order   time.Time // latest use among all expired names, to order by
-			all     bool      // every name of the blob expired (pinned ones included)
-			blocked bool      // ...but a pinned one keeps the blob
+// expiry is what max-age does to one blob's names.
+type expiry struct {
+	b       *blobInfo
+	names   []string  // expired unpinned names: dropped
+	last    time.Time // latest use among names
+	order   time.Time // latest use among all expired names, to order by
+	all     bool      // every name of the blob expired (pinned ones included)
+	blocked bool      // ...but a pinned one keeps the blob
+}
+
+// expired is max-age's verdict on blob b's names.
+func (pl *planner) expired(b *blobInfo) expiry {
+	x := expiry{b: b, all: len(b.names) > 0}
+	for _, e := range b.names {
+		if pl.s.Now.Sub(e.LastUsed) <= pl.l.MaxAge {
+			x.all = false
+			continue
 		}
-		var exp []expiry
-		for _, k := range keys {
-			b := blobs[k]
-			x := expiry{b: b, all: len(b.names) > 0}
-			for _, e := range b.names {
-				if s.Now.Sub(e.LastUsed) <= l.MaxAge {
-					x.all = false
-					continue
-				}
-				x.order = latest(x.order, e.LastUsed)
-				if e.Pinned {
-					x.blocked = true
-					continue
-				}
-				x.names = append(x.names, e.Name)
-				x.last = latest(x.last, e.LastUsed)
-			}
-			if len(x.names) > 0 || (x.all && x.blocked) {
-				exp = append(exp, x)
-			}
+		x.order = latest(x.order, e.LastUsed)
+		if e.Pinned {
+			x.blocked = true
+			continue
 		}
-		slices.SortFunc(exp, func(x, y expiry) int {
-			return cmp.Or(x.order.Compare(y.order), strings.Compare(x.b.Key, y.b.Key))
+		x.names = append(x.names, e.Name)
+		x.last = latest(x.last, e.LastUsed)
+	}
+	return x
+}
+
+// maxAge: step 2. A name expires when Now-LastUsed > MaxAge; pinned names
+// never drop. A blob all of whose names expired goes with them.
+func (pl *planner) maxAge() {
+	var exp []expiry
+	for _, k := range pl.keys {
+		if x := pl.expired(pl.blobs[k]); len(x.names) > 0 || (x.all && x.blocked) {
+			exp = append(exp, x)
+		}
+	}
+	slices.SortFunc(exp, func(x, y expiry) int {
+		return cmp.Or(x.order.Compare(y.order), strings.Compare(x.b.Key, y.b.Key))
+	})
+	for _, x := range exp {
+		b := x.b
+		if x.all && (x.blocked || b.InUse) {
+			pl.skip(b.Key)
+		}
+		if len(x.names) == 0 {
+			continue
+		}
+		b.names = slices.DeleteFunc(b.names, func(e *Entry) bool {
+			return !e.Pinned && pl.s.Now.Sub(e.LastUsed) > pl.l.MaxAge
 		})
-		for _, x := range exp {
-			b := x.b
-			if x.all && (x.blocked || b.InUse) {
-				skip(b.Key)
-			}
-			if len(x.names) == 0 {
-				continue
-			}
-			b.names = slices.DeleteFunc(b.names, func(e *Entry) bool {
-				return !e.Pinned && s.Now.Sub(e.LastUsed) > l.MaxAge
-			})
-			v := Victim{Names: x.names, LastUsed: x.last, Reason: ReasonMaxAge}
-			if x.all && !x.blocked {
-				act(b, v) // deletes the blob unless it is in use; then it is an orphan for a later gc
-			} else {
-				p.Victims = append(p.Victims, v)
-			}
+		v := Victim{Names: x.names, LastUsed: x.last, Reason: ReasonMaxAge}
+		if x.all && !x.blocked {
+			pl.act(b, v) // deletes the blob unless it is in use; then it is an orphan for a later gc
+		} else {
+			pl.p.Victims = append(pl.p.Victims, v)
 		}
 	}
+}
 
-	// 3. Size and free space: whole blobs, least recently used first.
+func (pl *planner) needSize() bool {
+	return pl.l.MaxSize > 0 && pl.p.StoredBefore-pl.p.Freed > pl.l.MaxSize
+}
+
+func (pl *planner) needFree() bool {
+	return pl.l.MinFree > 0 && pl.s.Free < pl.l.MinFree && pl.s.Free+pl.p.Freed < pl.l.target()
+}
+
+// sizeAndFree: step 3, whole blobs, least recently used first, until
+// max-size and min-free hold.
+func (pl *planner) sizeAndFree() {
 	var cands []*blobInfo
-	for _, k := range keys {
-		b := blobs[k]
+	for _, k := range pl.keys {
+		b := pl.blobs[k]
 		if b.deleted || len(b.names) == 0 {
 			continue // gone, or an in-use blob left without names (already skipped)
 		}
@@ -344,16 +401,13 @@ func Compute(s State, l Limits) (Plan, error) {
 	slices.SortFunc(cands, func(x, y *blobInfo) int {
 		return cmp.Or(x.recency.Compare(y.recency), strings.Compare(x.Key, y.Key))
 	})
-	minFreeActive := l.MinFree > 0 && s.Free < l.MinFree
-	needSize := func() bool { return l.MaxSize > 0 && p.StoredBefore-p.Freed > l.MaxSize }
-	needFree := func() bool { return minFreeActive && s.Free+p.Freed < l.target() }
 	for _, b := range cands {
-		overSize := needSize()
-		if !overSize && !needFree() {
+		overSize := pl.needSize()
+		if !overSize && !pl.needFree() {
 			break
 		}
 		if b.pinned || b.InUse {
-			skip(b.Key)
+			pl.skip(b.Key)
 			continue
 		}
 		v := Victim{LastUsed: b.recency, Reason: ReasonMinFree}
@@ -364,91 +418,45 @@ func Compute(s State, l Limits) (Plan, error) {
 			v.Names = append(v.Names, e.Name)
 		}
 		b.names = nil
-		act(b, v)
+		pl.act(b, v)
 	}
-
-	p.StoredAfter = p.StoredBefore - p.Freed
-	p.FreeAfter = s.Free + p.Freed
-
-	// 4. Shortfalls.
-	if needSize() {
-		missing := p.StoredAfter - l.MaxSize
-		p.Shortfalls = append(p.Shortfalls, Shortfall{
-			Limit: LimitMaxSize, Missing: missing, Why: why(blobs, keys, missing, false),
-		})
-	}
-	if needFree() {
-		missing := l.target() - p.FreeAfter
-		p.Shortfalls = append(p.Shortfalls, Shortfall{
-			Limit: LimitMinFree, Missing: missing, Why: why(blobs, keys, missing, true),
-		})
-	}
-	return p, nil
 }
 
-// why explains a shortfall by what the surviving blobs are.
-func why(blobs map[string]*blobInfo, keys []string, missing int64, outside bool) string {
-	var nPinned, nInUse, nOther int
-	var pinned, inUse, other int64
+// shortfalls: step 4, the limits the plan cannot reach, and what holds the
+// rest.
+func (pl *planner) shortfalls() {
+	if pl.needSize() {
+		missing := pl.p.StoredAfter - pl.l.MaxSize
+		pl.p.Shortfalls = append(pl.p.Shortfalls, shortfall(LimitMaxSize, pl.blobs, pl.keys, missing, false))
+	}
+	if pl.needFree() {
+		missing := pl.l.target() - pl.p.FreeAfter
+		pl.p.Shortfalls = append(pl.p.Shortfalls, shortfall(LimitMinFree, pl.blobs, pl.keys, missing, true))
+	}
+}
+
+// shortfall says what holds the bytes still missing for limit: the kept
+// blobs, by why they were kept.
+func shortfall(limit string, blobs map[string]*blobInfo, keys []string, missing int64, outside bool) Shortfall {
+	sf := Shortfall{Limit: limit, Missing: missing}
 	for _, k := range keys {
 		b := blobs[k]
+		var h *Held
 		switch {
 		case b.deleted:
+			continue
 		case slices.ContainsFunc(b.names, func(e *Entry) bool { return e.Pinned }):
-			nPinned++
-			pinned += b.Size
+			h = &sf.Pinned
 		case b.InUse:
-			nInUse++
-			inUse += b.Size
+			h = &sf.InUse
 		default: // not expected once everything evictable went; said anyway
-			nOther++
-			other += b.Size
+			h = &sf.Other
 		}
+		h.Blobs++
+		h.Bytes += b.Size
 	}
-	var parts []string
-	add := func(n int, what string, size int64) {
-		if n == 0 {
-			return
-		}
-		if n == 1 {
-			parts = append(parts, fmt.Sprintf("1 %s blob holds %s", what, formatBytes(size)))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d %s blobs hold %s", n, what, formatBytes(size)))
-		}
+	if held := sf.Pinned.Bytes + sf.InUse.Bytes + sf.Other.Bytes; outside && held < missing {
+		sf.Outside = missing - held
 	}
-	add(nPinned, "pinned", pinned)
-	add(nInUse, "in-use", inUse)
-	add(nOther, "other", other)
-	held := pinned + inUse + other
-	if held == 0 {
-		return "the cache holds nothing more to evict; the space is used outside the cache"
-	}
-	msg := strings.Join(parts, " and ")
-	if outside && held < missing {
-		msg += fmt.Sprintf("; even without them %s would be missing (used outside the cache)", formatBytes(missing-held))
-	}
-	return msg
-}
-
-// formatBytes renders n in binary units the way people read df -h:
-// "512 B", "1.5 GiB", "12 GiB".
-func formatBytes(n int64) string {
-	if n < 1024 && n > -1024 {
-		return strconv.FormatInt(n, 10) + " B"
-	}
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	v := float64(n) / 1024
-	u := 0
-	for (v >= 1024 || v <= -1024) && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	var s string
-	if v < 10 && v > -10 {
-		s = strconv.FormatFloat(v, 'f', 1, 64)
-		s = strings.TrimSuffix(s, ".0")
-	} else {
-		s = strconv.FormatFloat(v, 'f', 0, 64)
-	}
-	return s + " " + units[u]
+	return sf
 }

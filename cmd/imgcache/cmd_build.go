@@ -58,7 +58,7 @@ func (c *buildCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "built": res.Built, "waited": res.Waited, "entry": res.Entry})
+		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "built": res.Built, "waited": res.Waited, "entry": entryJSON(res.Entry)})
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	return err

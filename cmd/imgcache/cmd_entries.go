@@ -25,7 +25,7 @@ func (c *lsCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, entries)
+		return printJSON(e.stdout, entriesJSON(entries))
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tSTORED\tLAST USED\tPINNED")
@@ -63,7 +63,7 @@ func (c *inspectCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, en)
+		return printJSON(e.stdout, entryJSON(en))
 	}
 	printEntry(e, n, en)
 	return nil

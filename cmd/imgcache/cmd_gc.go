@@ -108,7 +108,7 @@ func (c *gcCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		if err := printJSON(e.stdout, rep); err != nil {
+		if err := printJSON(e.stdout, gcJSON(rep)); err != nil {
 			return err
 		}
 	} else {
@@ -150,7 +150,7 @@ func printGC(e *env, rep *cache.GCReport) {
 		freed, units.BytesSize(float64(rep.Freed)), len(rep.Victims), units.BytesSize(float64(rep.TmpFreed)),
 		units.BytesSize(float64(rep.FreeAfter)), units.BytesSize(float64(rep.Free)), units.BytesSize(float64(rep.StoredAfter)))
 	for _, s := range rep.Shortfalls {
-		fmt.Fprintf(e.stderr, "gc: %s target missed by %s: %s\n", s.Limit, units.BytesSize(float64(s.Missing)), s.Why)
+		fmt.Fprintf(e.stderr, "gc: %s target missed by %s: %s\n", s.Limit, units.BytesSize(float64(s.Missing)), shortfallWhy(s))
 	}
 	for _, d := range rep.DockerErrors {
 		fmt.Fprintf(e.stderr, "gc: docker: %s\n", d)

@@ -34,7 +34,7 @@ func (c *getCmd) Run(e *env) error {
 		e.log.Info("loaded into the daemon (verified)", "name", n.String(), "digest", res.Entry.Digest.String())
 	}
 	if c.JSON {
-		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "entry": res.Entry})
+		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "entry": entryJSON(res.Entry)})
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Ref)
 	return err

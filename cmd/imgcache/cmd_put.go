@@ -64,7 +64,7 @@ func (c *putCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, res.Entry)
+		return printJSON(e.stdout, entryJSON(res.Entry))
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	return err
@@ -93,7 +93,7 @@ func (c *saveCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, res.Entry)
+		return printJSON(e.stdout, entryJSON(res.Entry))
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	return err

@@ -279,3 +279,34 @@ func TestVersionNamesEncoder(t *testing.T) {
 		t.Fatalf("--version = %q (exit %d); want the version and the zstd encoder %q", out, code, cache.Encoder)
 	}
 }
+
+// TestGCShortfall: a target gc cannot reach is said in the CLI's words (the
+// same units as the rest of its output), in text and JSON, and --strict
+// exits 9.
+func TestGCShortfall(t *testing.T) {
+	dir := isolate(t)
+	img := image(t, 4)
+	if _, e, c := run(t, "--dir", dir, "put", "capy-ubuntu-25.04-a", img); c != 0 {
+		t.Fatal(e)
+	}
+	run(t, "--dir", dir, "pin", "capy-ubuntu-25.04-a")
+	_, errs, code := run(t, "--dir", dir, "gc", "--strict", "--max-size", "1")
+	if code != 9 || !strings.Contains(errs, "max-size target missed by") || !strings.Contains(errs, "1 pinned blob holds ") || strings.Contains(errs, " KiB") {
+		t.Fatalf("gc --strict: exit %d, stderr %q", code, errs)
+	}
+	out, _, code := run(t, "--dir", dir, "gc", "--json", "--max-size", "1")
+	var rep struct {
+		Shortfalls []struct {
+			Limit   string
+			Missing int64
+			Why     string
+			Pinned  struct{ Blobs int } `json:"pinned"`
+		} `json:"shortfalls"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || len(rep.Shortfalls) != 1 {
+		t.Fatalf("gc --json: %v, exit %d: %s", err, code, out)
+	}
+	if s := rep.Shortfalls[0]; s.Limit != "max-size" || s.Missing <= 0 || s.Pinned.Blobs != 1 || !strings.Contains(s.Why, "pinned") {
+		t.Errorf("shortfall %+v", s)
+	}
+}
