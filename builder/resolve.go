@@ -64,7 +64,7 @@ func Resolve(name naming.Name, entries []string) Plan {
 	segs := name.VariantSegments()
 	best := 0
 	for _, n := range names {
-		if n.Project != name.Project || n.OS() != name.OS() {
+		if n.Project() != name.Project() || n.OS() != name.OS() {
 			continue
 		}
 		cs := n.VariantSegments()
@@ -78,7 +78,7 @@ func Resolve(name naming.Name, entries []string) Plan {
 	}
 	// 2. <project>-<os>-base.
 	for _, n := range names {
-		if n.Project == name.Project && n.OS() == name.OS() && n.IsBase() {
+		if n.Project() == name.Project() && n.OS() == name.OS() && n.IsBase() {
 			pick(n, RuleProjectBase)
 			return p
 		}

@@ -317,7 +317,7 @@ type RecordedRecipe struct {
 }
 
 func (c *Cache) recipePath(n naming.Name) string {
-	return filepath.Join(c.dir, "recipes", n.Project, n.String()+".json")
+	return filepath.Join(c.dir, "recipes", n.Project(), n.String()+".json")
 }
 
 // saveRecipe records n's recipe (temp file + rename: readers see the old or

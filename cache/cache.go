@@ -185,7 +185,7 @@ func (c *Cache) touch(ctx context.Context, n naming.Name, d digest.Digest) error
 
 // linkPath is the one place a name becomes a path under names/.
 func (c *Cache) linkPath(n naming.Name) string {
-	return filepath.Join(c.dir, "names", n.Project, n.String()+".tar.zst")
+	return filepath.Join(c.dir, "names", n.Project(), n.String()+".tar.zst")
 }
 
 // linkTarget is the relative symlink target for a blob.
@@ -193,12 +193,12 @@ func linkTarget(d digest.Digest) string {
 	return filepath.Join("..", "..", cas.RelPath(d))
 }
 
-// checkName refuses a Name that naming.Parse would not return: its fields
-// are exported, so a caller can build one ("../.." as project) that would
-// lead a link out of the cache.
+// checkName refuses the zero Name: the only Name naming.Parse does not
+// make (its fields are unexported, so no hand-built name can lead a link out
+// of the cache).
 func checkName(n naming.Name) error {
-	if _, err := n.MarshalText(); err != nil {
-		return fmt.Errorf("%w: %w", errdefs.ErrInvalid, err)
+	if n.IsZero() {
+		return fmt.Errorf("%w: no name given", errdefs.ErrInvalid)
 	}
 	return nil
 }

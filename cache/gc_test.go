@@ -193,8 +193,8 @@ func TestGCPinnedNeverEvicted(t *testing.T) {
 		t.Fatalf("Shortfalls = %s, want one", toJSON(rep.Shortfalls))
 	}
 	sf := rep.Shortfalls[0]
-	if sf.Limit != lru.LimitMaxSize || sf.Missing != f.stored[pinned]-1 || sf.Why == "" {
-		t.Errorf("Shortfall = %s, want max-size missing %d with a reason", toJSON(sf), f.stored[pinned]-1)
+	if sf.Limit != lru.LimitMaxSize || sf.Missing != f.stored[pinned]-1 || sf.Pinned != (lru.Held{Blobs: 1, Bytes: f.stored[pinned]}) {
+		t.Errorf("Shortfall = %s, want max-size missing %d, held by the pinned blob", toJSON(sf), f.stored[pinned]-1)
 	}
 	if !hasBlob(t, f.c, f.digest[pinned]) || !slices.Equal(listNames(t, f.c), []string{pinned}) {
 		t.Error("pinned entry evicted")

@@ -29,8 +29,8 @@ func TestHostileNamesDoNotParse(t *testing.T) {
 	}
 }
 
-// TestHandBuiltNamesAreRefused: naming.Name has exported fields, so a caller
-// can build one that Parse would refuse. Put must not let it reach the disk.
+// TestHandBuiltNamesAreRefused: the zero naming.Name (the only one not made
+// by Parse: its fields are unexported) must not reach the disk.
 func TestHandBuiltNamesAreRefused(t *testing.T) {
 	t.Parallel()
 	data, _ := image(t, "t/x:1", 1)
@@ -39,10 +39,6 @@ func TestHandBuiltNamesAreRefused(t *testing.T) {
 		n    naming.Name
 	}{
 		{"zero", naming.Name{}},
-		{"dotdot project", naming.Name{Project: "../../outside", Distro: "a", Version: "b", Variant: "c"}},
-		{"slash in variant", naming.Name{Project: "x", Distro: "a", Version: "b", Variant: "c/../../../../y"}},
-		{"dash in project", naming.Name{Project: "x-y", Distro: "a", Version: "b", Variant: "c"}},
-		{"uppercase", naming.Name{Project: "X", Distro: "a", Version: "b", Variant: "c"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()

@@ -335,20 +335,20 @@ func (c *Cache) GetOrBuild(ctx context.Context, n naming.Name, spec BuildSpec, o
 	switch {
 	case spec.Dockerfile != "" || spec.Context != "":
 		use.Dockerfile, use.Context = spec.Dockerfile, spec.Context
-		if use.Base == (naming.Name{}) && recorded {
+		if use.Base.IsZero() && recorded {
 			use.Base, _ = naming.Parse(rec.Base)
 		}
 	case recorded:
 		use.Dockerfile, use.Context = rec.Recipe.Dockerfile, rec.Recipe.Context
 		maps.Copy(use.BuildArgs, rec.Recipe.BuildArgs)
-		if use.Base == (naming.Name{}) {
+		if use.Base.IsZero() {
 			use.Base, _ = naming.Parse(rec.Base)
 		}
 	default:
 		return nil, nil, fmt.Errorf("no entry named %q and no recorded recipe to build it from: %w (pass -f DOCKERFILE and CONTEXT, see imgcache build --help)", n, errdefs.ErrNotFound)
 	}
 	maps.Copy(use.BuildArgs, spec.BuildArgs)
-	if use.Base == (naming.Name{}) {
+	if use.Base.IsZero() {
 		plan, err := c.Resolve(ctx, n)
 		if err != nil {
 			return nil, nil, err

@@ -511,7 +511,7 @@ func (c *Cache) linkName(p string) (naming.Name, bool) {
 		return naming.Name{}, false
 	}
 	n, err := naming.Parse(name)
-	if err != nil || filepath.Base(filepath.Dir(p)) != n.Project || checkLinkDir(filepath.Dir(p)) != nil {
+	if err != nil || filepath.Base(filepath.Dir(p)) != n.Project() || checkLinkDir(filepath.Dir(p)) != nil {
 		return naming.Name{}, false
 	}
 	return n, true

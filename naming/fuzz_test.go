@@ -53,7 +53,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse accepted %q containing %q", s, bad)
 			}
 		}
-		for _, tok := range append([]string{n.Project, n.Distro, n.Version}, n.VariantSegments()...) {
+		for _, tok := range append([]string{n.project, n.distro, n.version}, n.VariantSegments()...) {
 			if tok == "" || strings.Contains(tok, "-") {
 				t.Fatalf("Parse(%q) produced bad token %q", s, tok)
 			}

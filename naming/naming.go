@@ -19,13 +19,31 @@ const want = "want <project>-<distro>-<version>-<variant>, e.g. capy-ubuntu-25.0
 // allowed describes the characters a token may contain.
 const allowed = "a-z, 0-9, '.', '_'"
 
-// Name is a parsed, valid cache name. The zero value is invalid.
+// Name is a valid cache name: [Parse] is the only way to make one other
+// than the zero value, which is invalid (IsZero). Its parts are read through
+// methods, so no name that Parse would refuse ("../.." as a project) can be
+// built by hand.
 type Name struct {
-	Project string // e.g. "capy"
-	Distro  string // e.g. "ubuntu"
-	Version string // e.g. "25.04"
-	Variant string // e.g. "gcc15" or "clang20-asan"; one or more '-'-separated segments
+	project string // e.g. "capy"
+	distro  string // e.g. "ubuntu"
+	version string // e.g. "25.04"
+	variant string // e.g. "gcc15" or "clang20-asan"; one or more '-'-separated segments
 }
+
+// Project is the name's first part, e.g. "capy".
+func (n Name) Project() string { return n.project }
+
+// Distro is e.g. "ubuntu".
+func (n Name) Distro() string { return n.distro }
+
+// Version is the distro's version, e.g. "25.04".
+func (n Name) Version() string { return n.version }
+
+// Variant is e.g. "gcc15" or "clang20-asan".
+func (n Name) Variant() string { return n.variant }
+
+// IsZero reports whether n is the zero Name (no name).
+func (n Name) IsZero() bool { return n == Name{} }
 
 // Parse parses and validates a cache name. Every error wraps [ErrInvalid],
 // quotes the input and says which part is wrong and what would be accepted.
@@ -64,10 +82,10 @@ func Parse(s string) (Name, error) {
 		return Name{}, fmt.Errorf("%w %q: variant missing; %s", ErrInvalid, s, want)
 	}
 	return Name{
-		Project: parts[0],
-		Distro:  parts[1],
-		Version: parts[2],
-		Variant: strings.Join(parts[3:], "-"),
+		project: parts[0],
+		distro:  parts[1],
+		version: parts[2],
+		variant: strings.Join(parts[3:], "-"),
 	}, nil
 }
 
@@ -119,23 +137,23 @@ func MustParse(s string) Name {
 
 // String returns the name as project-distro-version-variant.
 func (n Name) String() string {
-	return n.Project + "-" + n.Distro + "-" + n.Version + "-" + n.Variant
+	return n.project + "-" + n.distro + "-" + n.version + "-" + n.variant
 }
 
 // OS returns distro + "-" + version, e.g. "ubuntu-25.04".
-func (n Name) OS() string { return n.Distro + "-" + n.Version }
+func (n Name) OS() string { return n.distro + "-" + n.version }
 
 // VariantSegments returns the '-'-separated segments of the variant, e.g.
 // ["clang20", "asan"] for "clang20-asan".
-func (n Name) VariantSegments() []string { return strings.Split(n.Variant, "-") }
+func (n Name) VariantSegments() []string { return strings.Split(n.variant, "-") }
 
 // IsBase reports whether the variant is "base".
-func (n Name) IsBase() bool { return n.Variant == "base" }
+func (n Name) IsBase() bool { return n.variant == "base" }
 
 // BaseName returns the name with the same project, distro and version and
 // the variant "base".
 func (n Name) BaseName() Name {
-	n.Variant = "base"
+	n.variant = "base"
 	return n
 }
 

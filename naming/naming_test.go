@@ -48,7 +48,7 @@ func TestParseGood(t *testing.T) {
 				t.Errorf("IsBase() = %v, want %v", b, tt.base)
 			}
 			b := got.BaseName()
-			if want := (Name{tt.want.Project, tt.want.Distro, tt.want.Version, "base"}); b != want {
+			if want := (Name{tt.want.project, tt.want.distro, tt.want.version, "base"}); b != want {
 				t.Errorf("BaseName() = %#v, want %#v", b, want)
 			}
 			if !b.IsBase() {
