@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/imgcache/imgcache/builder"
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
@@ -320,30 +320,17 @@ func (c *Cache) recipePath(n naming.Name) string {
 	return filepath.Join(c.dir, "recipes", n.Project(), n.String()+".json")
 }
 
-// saveRecipe records n's recipe (temp file + rename: readers see the old or
-// the new one).
+// saveRecipe records n's recipe, atomically and durably.
 func (c *Cache) saveRecipe(n naming.Name, base naming.Name, r manifest.Recipe) error {
 	p := c.recipePath(n)
 	if err := checkLinkDir(filepath.Dir(p)); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := fsutil.MkdirAll(filepath.Dir(p)); err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	if err := manifestJSON(&buf, RecordedRecipe{Name: n.String(), Base: base.String(), Recipe: r}); err != nil {
-		return err
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", p, os.Getpid())
-	if err := os.WriteFile(tmp, buf.Bytes(), 0o644); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	rec := RecordedRecipe{Name: n.String(), Base: base.String(), Recipe: r}
+	return fsutil.WriteAtomic(p, "", func(w io.Writer) error { return manifestJSON(w, rec) })
 }
 
 // Recipe returns the recipe n was last built from: its entry's, else the

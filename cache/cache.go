@@ -91,14 +91,14 @@ func Open(dir string, opt Options) (*Cache, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
+	if err := fsutil.MkdirAll(abs); err != nil {
 		return nil, fmt.Errorf("create cache directory %s: %w (choose another with --dir or IMGCACHE_DIR)", abs, err)
 	}
 	blobs, err := cas.Open(abs, cas.WithLevel(opt.Level))
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(abs, "names"), 0o755); err != nil {
+	if err := fsutil.MkdirAll(filepath.Join(abs, "names")); err != nil {
 		return nil, fmt.Errorf("create %s: %w", filepath.Join(abs, "names"), err)
 	}
 	return &Cache{dir: abs, blobs: blobs, man: manifest.Open(abs), opt: opt}, nil
@@ -226,7 +226,7 @@ func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
 	if err := checkLinkDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	if err := fsutil.MkdirAll(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)
 	}
 	if cur, err := os.Readlink(p); err == nil && cur == linkTarget(d) {

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
@@ -209,29 +206,17 @@ func (c *Cache) Export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 	return e, c.touch(ctx, n, e.Digest)
 }
 
-// ExportFile exports to path through a temp file renamed into place once verified.
+// ExportFile exports to path through a temp file renamed into place once
+// verified (and fsynced): nothing appears at path unless it verified.
 func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (manifest.Entry, error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+strings.TrimPrefix(filepath.Base(path), ".")+".imgcache-*")
-	if err != nil {
-		return manifest.Entry{}, fmt.Errorf("export %s: %w", n, err)
-	}
-	defer os.Remove(f.Name())
-	e, err := c.Export(ctx, n, f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err == nil {
-		err = fsutil.SyncDir(dir)
+	var e manifest.Entry
+	err := fsutil.WriteAtomic(path, "", func(w io.Writer) error {
+		var err error
+		e, err = c.Export(ctx, n, w)
+		return err
+	})
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrIntegrity) {
+		return e, fmt.Errorf("export %s: %w", n, err)
 	}
 	return e, err
 }

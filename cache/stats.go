@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"google.golang.org/protobuf/proto"
 	"io"
 	"io/fs"
 	"os"
@@ -16,7 +13,12 @@ import (
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/imgcache/imgcache/cas"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
 )
 
@@ -62,13 +64,9 @@ func (c *Cache) count(fn func(*Counters)) {
 	defer l.Release()
 	cnt := c.readCounters()
 	fn(&cnt)
-	b, _ := json.MarshalIndent(cnt, "", "  ")
-	tmp := c.statsPath() + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		c.opt.Log.Debug("stats not updated", "err", err)
-		return
-	}
-	if err := os.Rename(tmp, c.statsPath()); err != nil {
+	// Under stats.lock: a fixed temp name is safe.
+	err = fsutil.WriteAtomic(c.statsPath(), c.statsPath()+".tmp", func(w io.Writer) error { return manifestJSON(w, cnt) })
+	if err != nil {
 		c.opt.Log.Debug("stats not updated", "err", err)
 	}
 }
@@ -174,25 +172,10 @@ func WritePrometheus(w io.Writer, r *StatsReport) error {
 }
 
 // WritePrometheusFile writes the report to path atomically (temp file in the
-// same directory, then rename), as the textfile collector requires.
+// same directory, fsync, rename), as the textfile collector requires.
 func WritePrometheusFile(path string, r *StatsReport) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
+	if err := fsutil.WriteAtomic(path, "", func(w io.Writer) error { return WritePrometheus(w, r) }); err != nil {
 		return fmt.Errorf("prometheus file: %w", err)
-	}
-	defer os.Remove(f.Name())
-	err = WritePrometheus(f, r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("prometheus file %s: %w", path, err)
 	}
 	return nil
 }

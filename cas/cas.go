@@ -53,7 +53,7 @@ func Open(root string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	for _, d := range []string{s.blobDir(), s.tmpDir(), s.lockDir(), s.quarantineDir()} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := fsutil.MkdirAll(d); err != nil {
 			return nil, fmt.Errorf("create cache directory %s: %w (check --dir and its permissions)", d, fsutil.Classify(err))
 		}
 	}
@@ -240,7 +240,7 @@ func (s *Store) publish(ctx context.Context, tmp *tempFile, info Info) (*Ingeste
 		info.Stored, info.ModTime = existing.Stored, existing.ModTime
 		return &Ingested{Info: info, Deduplicated: true, lock: lock}, nil // tmp.discard drops our copy
 	}
-	if err := os.Chmod(tmp.path, 0o444); err != nil {
+	if err := fsutil.ReadOnly(tmp.path); err != nil {
 		lock.Release()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -276,7 +276,7 @@ func (s *Store) newTemp(ctx context.Context) (*tempFile, error) {
 		return nil, fmt.Errorf("ingest: %w", fsutil.Classify(err))
 	}
 	p := filepath.Join(s.tmpDir(), id+blobSuffix)
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	f, err := fsutil.CreateExcl(p)
 	if err != nil {
 		lock.Remove()
 		return nil, fmt.Errorf("ingest: create temp file in %s: %w", s.tmpDir(), fsutil.Classify(err))

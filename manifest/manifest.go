@@ -416,28 +416,10 @@ func readAll(f *os.File) ([]byte, error) {
 
 func (s *Store) write(m *Manifest) error {
 	m.Version = SchemaVersion
-	// Only ever written under the exclusive lock, so a fixed name is safe; a
-	// crash leaves at most this one file, which the next write truncates.
-	tmp, err := os.OpenFile(s.Path()+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("manifest: %w", fsutil.Classify(err))
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	err = Encode(tmp, m)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.Path())
-	}
-	if err == nil {
-		err = fsutil.SyncDir(s.dir)
-	}
-	if err != nil {
-		return fmt.Errorf("manifest: write %s: %w", s.Path(), fsutil.Classify(err))
+	// Only ever written under the exclusive lock, so a fixed temp name is
+	// safe; a crash leaves at most that file, which the next write truncates.
+	if err := fsutil.WriteAtomic(s.Path(), s.Path()+".tmp", func(w io.Writer) error { return Encode(w, m) }); err != nil {
+		return fmt.Errorf("manifest: %w", err)
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ func (s *Store) appendUse(ctx context.Context, line []byte) (int64, error) {
 		return 0, fmt.Errorf("manifest: %w", err)
 	}
 	defer l.Release()
-	f, err := os.OpenFile(s.UsesPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := fsutil.OpenAppend(s.UsesPath())
 	if err != nil {
 		return 0, fmt.Errorf("manifest: record use: %w", fsutil.Classify(err))
 	}

@@ -1,6 +1,3 @@
-// Package fsutil holds the two filesystem habits every imgcache package that
-// writes shares: fsyncing a directory after a rename or unlink, and
-// classifying a full filesystem as errdefs.ErrNoSpace.
 package fsutil
 
 import (

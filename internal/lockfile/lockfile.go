@@ -19,6 +19,7 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
 )
 
 // A blocked Acquire retries after firstPoll, doubling the pause up to
@@ -63,10 +64,10 @@ func TryAcquire(path string, exclusive bool) (l *Lock, ok bool, err error) {
 // and wait is false, or when the file was replaced and the caller must retry
 // (then l is non-nil only as a signal; it is released).
 func try(ctx context.Context, path string, exclusive, wait bool) (*Lock, bool, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := fsutil.MkdirAll(filepath.Dir(path)); err != nil {
 		return nil, false, fmt.Errorf("lock %s: %w", path, err)
 	}
-	f := flock.New(path, flock.SetPermissions(0o644))
+	f := flock.New(path, flock.SetPermissions(fsutil.FileMode))
 	var ok bool
 	var err error
 	switch {

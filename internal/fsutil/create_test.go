@@ -1,0 +1,80 @@
+//go:build unix
+
+package fsutil
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// TestModesFollowTheUmask: with a group's umask (002) what imgcache creates
+// is group-writable, blobs made read-only keep group read; with 077 nobody
+// else may read. Fails if a creation site fixes its mode (0644, 0600).
+func TestModesFollowTheUmask(t *testing.T) {
+	for _, tc := range []struct {
+		umask              int
+		file, dir, readOnl os.FileMode
+	}{
+		{0o002, 0o664, 0o775, 0o444},
+		{0o022, 0o644, 0o755, 0o444},
+		{0o077, 0o600, 0o700, 0o400},
+	} {
+		old := syscall.Umask(tc.umask)
+		dir := filepath.Join(t.TempDir(), "a", "b")
+		if err := MkdirAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		f, err := CreateTemp(dir, "x-", ".tmp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		atomic := filepath.Join(dir, "atomic")
+		if err := WriteAtomic(atomic, "", func(w io.Writer) error { _, err := io.WriteString(w, "x"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		syscall.Umask(old)
+		for path, want := range map[string]os.FileMode{dir: tc.dir, f.Name(): tc.file, atomic: tc.file} {
+			fi, err := os.Stat(path)
+			if err != nil || fi.Mode().Perm() != want {
+				t.Errorf("umask %03o: %s has mode %v, want %v (%v)", tc.umask, path, fi.Mode().Perm(), want, err)
+			}
+		}
+		if err := ReadOnly(f.Name()); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := os.Stat(f.Name()); fi.Mode().Perm() != tc.readOnl {
+			t.Errorf("umask %03o: read-only mode %v, want %v", tc.umask, fi.Mode().Perm(), tc.readOnl)
+		}
+	}
+}
+
+// TestWriteAtomic: the old content stays when write fails, no temp file is
+// left, and the new content replaces it whole.
+func TestWriteAtomic(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := WriteAtomic(p, "", func(w io.Writer) error { io.WriteString(w, "half"); return boom }); !errors.Is(err, boom) {
+		t.Fatalf("WriteAtomic = %v, want the write's error", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "old" {
+		t.Errorf("after a failed write: %q", b)
+	}
+	if err := WriteAtomic(p, filepath.Join(dir, "f.tmp"), func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "new" {
+		t.Errorf("after a write: %q", b)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
+}
