@@ -48,7 +48,7 @@ type Options struct {
 // Cache is one cache directory.
 type Cache struct {
 	dir   string
-	blobs *cas.Store
+	blobs Blobs
 	man   *manifest.Store
 	opt   Options
 
@@ -101,7 +101,7 @@ func Open(dir string, opt Options) (*Cache, error) {
 	if err := fsutil.MkdirAll(filepath.Join(abs, "names")); err != nil {
 		return nil, fmt.Errorf("create %s: %w", filepath.Join(abs, "names"), err)
 	}
-	return &Cache{dir: abs, blobs: blobs, man: manifest.Open(abs), opt: opt}, nil
+	return &Cache{dir: abs, blobs: CASBlobs(blobs), man: manifest.Open(abs), opt: opt}, nil
 }
 
 // Dir is the cache directory (absolute).

@@ -196,7 +196,7 @@ func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock 
 // lockVictims takes the exclusive locks of the blobs the plan deletes,
 // releases those of blobs it no longer deletes, and returns the blobs that
 // are busy.
-func (p *gcPlan) lockVictims(blobs *cas.Store) (busy []string, err error) {
+func (p *gcPlan) lockVictims(blobs BlobLocker) (busy []string, err error) {
 	keep := map[string]bool{}
 	for _, key := range p.plan.Deleted() {
 		keep[key] = true
