@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/opencontainers/go-digest"
 )
 
@@ -607,15 +609,11 @@ func (rd *reader) blob(name string, want digest.Digest, size int64, what string)
 	return data, true, nil
 }
 
+// imageConfig is image-spec's image config, with rootfs a pointer so that
+// a config without one can be told from an empty one.
 type imageConfig struct {
-	Architecture string     `json:"architecture"`
-	OS           string     `json:"os"`
-	Variant      string     `json:"variant"`
-	Created      *time.Time `json:"created"`
-	RootFS       *struct {
-		Type    string   `json:"type"`
-		DiffIDs []string `json:"diff_ids"`
-	} `json:"rootfs"`
+	ocispec.Image
+	RootFS *ocispec.RootFS `json:"rootfs"`
 }
 
 // config loads and parses the image config stored as name.
@@ -655,29 +653,22 @@ func (rd *reader) config(name string, want digest.Digest, size int64, what strin
 	return c, nil
 }
 
-// OCI media types Read understands.
+// The media types and annotations Read understands: OCI's from image-spec,
+// Docker's (which image-spec does not define) here.
 const (
-	mediaTypeOCIIndex        = "application/vnd.oci.image.index.v1+json"
-	mediaTypeOCIManifest     = "application/vnd.oci.image.manifest.v1+json"
-	mediaTypeOCIConfig       = "application/vnd.oci.image.config.v1+json"
+	mediaTypeOCIIndex        = ocispec.MediaTypeImageIndex
+	mediaTypeOCIManifest     = ocispec.MediaTypeImageManifest
+	mediaTypeOCIConfig       = ocispec.MediaTypeImageConfig
 	mediaTypeDockerList      = "application/vnd.docker.distribution.manifest.list.v2+json"
 	mediaTypeDockerManifest  = "application/vnd.docker.distribution.manifest.v2+json"
 	mediaTypeDockerConfig    = "application/vnd.docker.container.image.v1+json"
 	annotationContainerdName = "io.containerd.image.name"
-	annotationRefName        = "org.opencontainers.image.ref.name"
+	annotationRefName        = ocispec.AnnotationRefName
 	annotationReferenceType  = "vnd.docker.reference.type"
 )
 
-type descriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
-	Size        int64             `json:"size"`
-	Annotations map[string]string `json:"annotations"`
-	Platform    *struct {
-		Architecture string `json:"architecture"`
-		OS           string `json:"os"`
-	} `json:"platform"`
-}
+// descriptor is image-spec's.
+type descriptor = ocispec.Descriptor
 
 // ociDoc is an image index or an image manifest; which one is told by the
 // descriptor's media type, else by its own, else by its fields.
@@ -850,7 +841,7 @@ func (rd *reader) imageFromManifest(m *ociDoc, what string) (img Image, ok bool,
 
 // blobName validates a descriptor's digest and returns the blob's path.
 func blobName(d descriptor, what string) (string, digest.Digest, error) {
-	dg, err := digest.Parse(d.Digest)
+	dg, err := digest.Parse(string(d.Digest))
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %s has an invalid digest %q: %v", ErrNotImage, what, d.Digest, err)
 	}
