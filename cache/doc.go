@@ -4,14 +4,19 @@
 // and for derived images Build, Resolve, Outdated, Rebuild and GetOrBuild
 // (the policy itself lives in builder/).
 //
+// It reaches its collaborators through interfaces it owns: Engine (the
+// container engine; dockerbridge.Bridge in production, a fake in the unit
+// tests) and Blobs (BlobProvider, BlobIngester, BlobLocker, BlobManager; the
+// cas.Store through CASBlobs, held to the contract suite in blobtest).
+//
 // It owns <dir>/names/, the human-readable view of the manifest: one relative
 // symlink per name, names/<project>/<name>.tar.zst → ../../blobs/sha256/<hex>.tar.zst.
 // Links are derived from the manifest; Verify re-derives any that a crash left
 // stale. Every change follows the same order: blob published (and held), then
 // the manifest updated under its lock, then the link swapped atomically under
 // that same lock. It also owns <dir>/recipes/ (how each derived name was
-// built, kept beyond rm and gc), <dir>/locks/build-<name>.lock and
-// <dir>/stats.json.
+// built, kept beyond rm and gc), the build locks (whose paths cas gives:
+// locks/build-<name>.lock) and <dir>/stats.json.
 //
 // cache holds no state between calls beyond configuration: everything lives
 // in the directory, so many processes can share it.

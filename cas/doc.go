@@ -17,6 +17,8 @@
 // Encoder. Writeback of the new file starts every 32 MiB, so the closing
 // fsync waits only for the tail.
 //
-// cas knows nothing of names, manifests or Docker. One function (blobPath)
-// turns a digest into a path, and only after the digest has been validated.
+// cas knows nothing of names, manifests or Docker. It is the only package
+// that joins paths under blobs/, locks/, tmp/ and quarantine/: BlobPath,
+// RelPath (what links under names/ point at), Quarantined and KeyLockPath
+// are exported for the cache, and each validates its digest or key first.
 package cas

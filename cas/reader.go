@@ -74,7 +74,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo streams the remaining content to w with the decoder's own buffers.
+// WriteTo streams the remaining content to w through one 1 MiB buffer of
+// its own (io.Copy's 32 KiB would cost a call per 32 KiB on a 10 GB image),
+// verifying it as Read does.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	buf := make([]byte, 1<<20)
 	var total int64

@@ -15,7 +15,7 @@ import (
 // once each; a version other than the literal 1; a key with an escape (it
 // could decode to name) or invalid UTF-8; name twice. The caller then decodes the slow,
 // exact way, which also says what is wrong. When ok is true, found and raw
-// are what encoding/json would make of the same bytes (FuzzFindEntry).
+// are what encoding/json would make of the same bytes (FuzzLookup).
 func findEntry(data []byte, name string) (raw []byte, found, ok bool) {
 	if !json.Valid(data) {
 		return nil, false, false
