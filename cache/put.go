@@ -69,6 +69,28 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 	if err := checkName(n); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
+	in, info, err := c.storeBlob(ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("put %s: %w", n, err)
+	}
+	defer in.Release()
+	e := c.newEntry(n, in, info)
+	if amend != nil {
+		amend(&e)
+	}
+	res, err := c.record(ctx, n, e)
+	if err != nil {
+		return nil, fmt.Errorf("put %s: %w", n, err)
+	}
+	res.Deduplicated = in.Deduplicated
+	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
+	return res, nil
+}
+
+// storeBlob streams r into the blob store and, at the same time, through
+// the archive parser; the blob is published only if the parser accepted
+// the archive. The caller releases the blob's lock.
+func (c *Cache) storeBlob(ctx context.Context, r io.Reader) (*cas.Ingested, *archive.Info, error) {
 	pr, pw := io.Pipe()
 	type parsed struct {
 		info *archive.Info
@@ -103,32 +125,38 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 				err = asInvalid(p.err) // the archive's fault explains more than the broken pipe
 			}
 		}
-		return nil, fmt.Errorf("put %s: %w", n, err)
+		return nil, nil, err
 	}
-	defer in.Release()
-	img := p.info.Images[0]
+	return in, p.info, nil
+}
+
+// newEntry is the manifest entry for a blob just stored under n.
+func (c *Cache) newEntry(n naming.Name, in *cas.Ingested, info *archive.Info) manifest.Entry {
+	img := info.Images[0]
 	now := c.opt.Now().UTC()
-	e := manifest.Entry{
+	return manifest.Entry{
 		Name:           n.String(),
 		Digest:         in.Digest,
 		Size:           in.Size,
 		StoredSize:     in.Stored,
-		Format:         string(p.info.Format),
+		Format:         string(info.Format),
 		ImageID:        img.ID.String(),
 		RepoTags:       img.RepoTags,
 		OS:             img.OS,
 		Arch:           img.Architecture,
 		Variant:        img.Variant,
-		MetadataOffset: p.info.MetadataOffset,
+		MetadataOffset: info.MetadataOffset,
 		Created:        img.Created,
 		Added:          now,
 		LastUsed:       now,
 	}
-	if amend != nil {
-		amend(&e)
-	}
-	res := &PutResult{Entry: e, Deduplicated: in.Deduplicated}
-	err = c.updateThen(ctx, func(m *manifest.Manifest) error {
+}
+
+// record puts e in the manifest under its lock (keeping the pin, and the
+// time it was added when the content is the same) and swaps n's link.
+func (c *Cache) record(ctx context.Context, n naming.Name, e manifest.Entry) (*PutResult, error) {
+	res := &PutResult{Entry: e}
+	err := c.updateThen(ctx, func(m *manifest.Manifest) error {
 		if old, ok := m.Entries[e.Name]; ok {
 			e.Pinned = old.Pinned
 			if old.Digest != e.Digest {
@@ -145,11 +173,7 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 			c.opt.Log.Warn("name link not updated; imgcache verify will fix it", "name", n.String(), "err", err)
 		}
 	})
-	if err != nil {
-		return nil, fmt.Errorf("put %s: %w", n, err)
-	}
-	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
-	return res, nil
+	return res, err
 }
 
 // asInvalid marks archive errors as bad input.
