@@ -966,6 +966,9 @@ func raceEnabled() bool {
 	return false
 }
 
+// TestReadTooManyEntries: a tar of a million directory headers is refused
+// as unsafe. Fails if the reader's entry limit goes. Skipped under -race;
+// scripts/test.sh runs it without the race detector.
 func TestReadTooManyEntries(t *testing.T) {
 	if testing.Short() || raceEnabled() {
 		t.Skip("reads 1,000,001 tar headers (~4 s; ~25 s under -race); skipped with -short and -race")

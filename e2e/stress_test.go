@@ -52,7 +52,10 @@ func checkHealthy(t *testing.T, dir string) map[string]string {
 	return entries
 }
 
-// TestManyProcesses runs N processes of random operations on one directory.
+// TestManyProcesses runs N processes of random operations on one directory,
+// whole-cache verify and verify --repair among them. Fails when verify acts
+// on its snapshot (a finding about an entry a concurrent put, rm or gc
+// changed: verify exits 9, or repair drops an acknowledged put).
 func TestManyProcesses(t *testing.T) {
 	const procs, ops = 8, 24
 	withDocker := dockerErr == nil
@@ -210,10 +213,12 @@ func TestCrashDuringPut(t *testing.T) {
 	t.Logf("%d put trials, %d killed mid-operation", trials, killed)
 }
 
-// TestCrashDuringGC: every trial starts with work for gc (the evicted
-// entries put back), and kills it at a random point within how long that
-// gc takes uninterrupted. The cache must stay healthy, and at least one gc
-// must have been killed before it finished, or the test proved nothing.
+// TestCrashDuringGC: every trial starts with work for gc (the cache as it
+// was before any gc, copied back), and kills it at a random point within
+// how long that gc takes uninterrupted. The cache must stay healthy, and at
+// least one gc must have been killed before it finished, or the test proved
+// nothing. Fails if gc deletes blobs before the manifest no longer names
+// them (verify then finds missing blobs after a kill).
 func TestCrashDuringGC(t *testing.T) {
 	pristine := t.TempDir()
 	for i := range 12 {
@@ -254,6 +259,8 @@ func TestCrashDuringGC(t *testing.T) {
 // TestCrashDuringGet: each trial removes the image from the daemon, so the
 // get has a cold load to do, and kills it within how long a cold get takes.
 // At least one get must have been killed before its load was committed.
+// Fails if a killed load can leave the image half-committed or the cache
+// unhealthy (afterCrash's verify and gc).
 func TestCrashDuringGet(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
@@ -382,7 +389,16 @@ func TestInterruptDuringLockWait(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // now waiting for the manifest lock
+	// The blob is published before the manifest is taken: once it is in
+	// blobs/, the put is at (or right before) its wait for the lock.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		if ents, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256")); len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the put never published its blob")
+		}
+	}
 	start := time.Now()
 	cmd.Process.Signal(os.Interrupt)
 	err := cmd.Wait()
