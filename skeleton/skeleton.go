@@ -1,0 +1,402 @@
+// Package skeleton splits a tar into its large file payloads and a small
+// skeleton from which the original tar is reassembled byte for byte, and
+// reassembles it, verifying every piece.
+//
+// The skeleton holds, in order, the tar's raw bytes that are not large
+// payloads (headers, PAX and GNU long-name records, padding, the
+// end-of-archive blocks and anything after them, and small files such as
+// manifest.json and configs) as literals, and a reference (sha256 and size)
+// for every payload of at least MinBlob bytes, which the caller stores as a
+// blob of its own. The raw header bytes come from tar-split's fork of
+// archive/tar (RawAccounting), what moby's layer store and containers/storage
+// use for the same purpose; the encoding is imgcache's own, keyed by sha256.
+//
+// Layout: the magic "imgcache-skeleton 1\n", then records, each a type
+// byte: 'L' uvarint length, bytes (a literal); 'B' uvarint size, 32-byte
+// sha256 (a payload); 'E' uvarint total size, 32-byte sha256 of the whole
+// tar (the end; nothing may follow).
+//
+// skeleton knows nothing of images, names or where blobs live.
+package skeleton
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/vbatts/tar-split/archive/tar"
+)
+
+const magic = "imgcache-skeleton 1\n"
+
+// MaxLiteral bounds one literal record (a PAX header can be large, a small
+// file is small); a larger one is refused as corrupt.
+const MaxLiteral = 64 << 20
+
+// DefaultMinBlob is the payload size from which a file goes out as a blob.
+const DefaultMinBlob = 64 << 10
+
+// Errors. Every error of Join and Decode about the skeleton's own bytes
+// wraps ErrCorrupt; a piece whose bytes do not match wraps ErrMismatch.
+var (
+	ErrCorrupt  = errors.New("skeleton corrupt")
+	ErrMismatch = errors.New("content does not match the skeleton")
+	// ErrNotSplittable: the tar has entries whose payload as read is not
+	// its bytes in the archive (sparse files); store it whole.
+	ErrNotSplittable = errors.New("tar cannot be split")
+)
+
+// Ref is a payload split out of the tar.
+type Ref struct {
+	Name   string // the entry's name in the tar (for the caller; not in the skeleton)
+	Digest digest.Digest
+	Size   int64
+}
+
+// Result is what Split found.
+type Result struct {
+	Digest digest.Digest // sha256 of the whole tar
+	Size   int64
+	Refs   []Ref // in tar order; a payload present twice is listed twice
+}
+
+// Put stores one payload: it must read r to its end (size bytes) and keep
+// the bytes; Split hashes what it reads and records that digest.
+type Put func(name string, size int64, r io.Reader) error
+
+// Split reads the tar from r, writes its skeleton to w, and hands every
+// payload of at least minBlob bytes (DefaultMinBlob when 0; at most
+// MaxLiteral) to put. A tar
+// that archive/tar cannot read is an error; so is a sparse entry
+// (ErrNotSplittable). Memory stays bounded by MaxLiteral.
+func Split(r io.Reader, w io.Writer, minBlob int64, put Put) (*Result, error) {
+	if minBlob <= 0 {
+		minBlob = DefaultMinBlob
+	}
+	minBlob = min(minBlob, MaxLiteral) // a literal never exceeds MaxLiteral
+	whole := sha256.New()
+	cr := &countingReader{r: io.TeeReader(r, whole)}
+	enc := &encoder{w: bufio.NewWriterSize(w, 1<<16)}
+	enc.raw([]byte(magic))
+	tr := tar.NewReader(cr)
+	tr.RawAccounting = true
+	res := &Result{}
+	for {
+		hdr, err := tr.Next()
+		if raw := tr.RawBytes(); len(raw) > 0 {
+			enc.literal(raw)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("split: %w", err)
+		}
+		if hdr.Typeflag == tar.TypeGNUSparse || len(hdr.PAXRecords) > 0 && hasSparse(hdr.PAXRecords) {
+			return nil, fmt.Errorf("split: %s is a sparse file: %w", hdr.Name, ErrNotSplittable)
+		}
+		if hdr.Size < minBlob {
+			if err := enc.literalFrom(tr, hdr.Size); err != nil {
+				return nil, fmt.Errorf("split: %s: %w", hdr.Name, err)
+			}
+			continue
+		}
+		ref, err := splitOut(tr, hdr, put)
+		if err != nil {
+			return nil, err
+		}
+		res.Refs = append(res.Refs, ref)
+		enc.blob(ref)
+	}
+	// Anything after the end-of-archive blocks, in bounded literals.
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := cr.Read(buf)
+		if n > 0 {
+			enc.literal(buf[:n])
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("split: %w", err)
+		}
+	}
+	res.Size = cr.n
+	res.Digest = digest.NewDigest(digest.SHA256, whole)
+	enc.end(res.Size, res.Digest)
+	if enc.err == nil {
+		enc.err = enc.w.Flush()
+	}
+	if enc.err != nil {
+		return nil, fmt.Errorf("split: write skeleton: %w", enc.err)
+	}
+	return res, nil
+}
+
+func hasSparse(recs map[string]string) bool {
+	for k := range recs {
+		if len(k) > 11 && k[:11] == "GNU.sparse." {
+			return true
+		}
+	}
+	return false
+}
+
+// splitOut hands one payload to put, hashing what put reads.
+func splitOut(tr *tar.Reader, hdr *tar.Header, put Put) (Ref, error) {
+	h := sha256.New()
+	pr := &countingReader{r: io.TeeReader(io.LimitReader(tr, hdr.Size), h)}
+	if err := put(hdr.Name, hdr.Size, pr); err != nil {
+		return Ref{}, fmt.Errorf("split: store %s: %w", hdr.Name, err)
+	}
+	if pr.n != hdr.Size {
+		if _, err := io.Copy(io.Discard, pr); err != nil {
+			return Ref{}, fmt.Errorf("split: %s: %w", hdr.Name, err)
+		}
+		if pr.n != hdr.Size {
+			return Ref{}, fmt.Errorf("split: %s: %w", hdr.Name, io.ErrUnexpectedEOF)
+		}
+		return Ref{}, fmt.Errorf("split: store %s: read %d of %d bytes", hdr.Name, pr.n, hdr.Size)
+	}
+	return Ref{Name: hdr.Name, Digest: digest.NewDigest(digest.SHA256, h), Size: hdr.Size}, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// encoder writes records; the first error sticks.
+type encoder struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (e *encoder) raw(b []byte) {
+	if e.err == nil {
+		_, e.err = e.w.Write(b)
+	}
+}
+
+func (e *encoder) uvarint(v uint64) {
+	var b [binary.MaxVarintLen64]byte
+	e.raw(b[:binary.PutUvarint(b[:], v)])
+}
+
+func (e *encoder) literal(b []byte) {
+	for len(b) > 0 {
+		n := min(len(b), MaxLiteral)
+		e.raw([]byte{'L'})
+		e.uvarint(uint64(n))
+		e.raw(b[:n])
+		b = b[n:]
+	}
+}
+
+// literalFrom copies a small payload of size bytes from r as one literal.
+func (e *encoder) literalFrom(r io.Reader, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	e.raw([]byte{'L'})
+	e.uvarint(uint64(size))
+	if e.err != nil {
+		return e.err
+	}
+	n, err := io.CopyN(e.w, r, size)
+	if err == io.EOF && n < size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		e.err = err
+	}
+	return err
+}
+
+func (e *encoder) blob(r Ref) {
+	e.raw([]byte{'B'})
+	e.uvarint(uint64(r.Size))
+	b, err := hexBytes(r.Digest)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	e.raw(b)
+}
+
+func (e *encoder) end(size int64, d digest.Digest) {
+	e.raw([]byte{'E'})
+	e.uvarint(uint64(size))
+	b, err := hexBytes(d)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	e.raw(b)
+}
+
+func hexBytes(d digest.Digest) ([]byte, error) {
+	if d.Algorithm() != digest.SHA256 || d.Validate() != nil {
+		return nil, fmt.Errorf("%w: digest %q", ErrCorrupt, d)
+	}
+	return hex.DecodeString(d.Encoded())
+}
+
+// Record is one decoded skeleton record: a literal, a payload reference,
+// or (End) the whole tar's size and digest.
+type Record struct {
+	Literal []byte
+	Ref     *Ref
+	End     *Ref // Digest and Size of the whole tar
+}
+
+// Decoder reads a skeleton's records.
+type Decoder struct {
+	r    *bufio.Reader
+	done bool
+	off  int64 // position in the reassembled tar
+}
+
+// NewDecoder checks the magic and returns a decoder of the records.
+func NewDecoder(r io.Reader) (*Decoder, error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	m := make([]byte, len(magic))
+	if _, err := io.ReadFull(br, m); err != nil || string(m) != magic {
+		return nil, fmt.Errorf("%w: not an imgcache skeleton", ErrCorrupt)
+	}
+	return &Decoder{r: br}, nil
+}
+
+// Next returns the next record; after End it returns io.EOF, and it checks
+// that nothing follows End and that End's size adds up.
+func (d *Decoder) Next() (Record, error) {
+	if d.done {
+		return Record{}, io.EOF
+	}
+	t, err := d.r.ReadByte()
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: ends without an end record", ErrCorrupt)
+	}
+	n, err := binary.ReadUvarint(d.r)
+	if err != nil || n > 1<<62 {
+		return Record{}, fmt.Errorf("%w: bad length", ErrCorrupt)
+	}
+	switch t {
+	case 'L':
+		if n == 0 || n > MaxLiteral {
+			return Record{}, fmt.Errorf("%w: literal of %d bytes", ErrCorrupt, n)
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(d.r, b); err != nil {
+			return Record{}, fmt.Errorf("%w: truncated literal", ErrCorrupt)
+		}
+		d.off += int64(n)
+		return Record{Literal: b}, nil
+	case 'B', 'E':
+		var sum [sha256.Size]byte
+		if _, err := io.ReadFull(d.r, sum[:]); err != nil {
+			return Record{}, fmt.Errorf("%w: truncated digest", ErrCorrupt)
+		}
+		ref := &Ref{Digest: digest.NewDigestFromBytes(digest.SHA256, sum[:]), Size: int64(n)}
+		if t == 'B' {
+			d.off += ref.Size
+			return Record{Ref: ref}, nil
+		}
+		if ref.Size != d.off {
+			return Record{}, fmt.Errorf("%w: end record says %d bytes, the records add up to %d", ErrCorrupt, ref.Size, d.off)
+		}
+		if _, err := d.r.ReadByte(); err != io.EOF {
+			return Record{}, fmt.Errorf("%w: data after the end record", ErrCorrupt)
+		}
+		d.done = true
+		return Record{End: ref}, nil
+	}
+	return Record{}, fmt.Errorf("%w: unknown record type %#02x", ErrCorrupt, t)
+}
+
+// Open returns a payload's stored bytes.
+type Open func(d digest.Digest) (io.ReadCloser, error)
+
+// Join writes the tar the skeleton describes to w: literals as they are,
+// each payload from open, checked against its size and sha256, and the
+// whole tar against its digest. A mismatch is an error wrapping
+// ErrMismatch; the caller must treat what was written as unverified until
+// Join returns nil (the last bytes written are the tar's tail: hold them
+// back from a consumer that could commit early). It returns the tar's
+// digest and size.
+func Join(w io.Writer, skel io.Reader, open Open) (Ref, error) {
+	dec, err := NewDecoder(skel)
+	if err != nil {
+		return Ref{}, err
+	}
+	whole := sha256.New()
+	out := io.MultiWriter(w, whole)
+	for {
+		rec, err := dec.Next()
+		if err == io.EOF {
+			return Ref{}, fmt.Errorf("%w: no end record", ErrCorrupt)
+		}
+		if err != nil {
+			return Ref{}, err
+		}
+		switch {
+		case rec.Literal != nil:
+			if _, err := out.Write(rec.Literal); err != nil {
+				return Ref{}, err
+			}
+		case rec.Ref != nil:
+			if err := copyPiece(out, *rec.Ref, open); err != nil {
+				return Ref{}, err
+			}
+		default:
+			if got := digest.NewDigest(digest.SHA256, whole); got != rec.End.Digest {
+				return Ref{}, fmt.Errorf("%w: the tar's sha256 is %s, the skeleton says %s", ErrMismatch, got, rec.End.Digest)
+			}
+			return *rec.End, nil
+		}
+	}
+}
+
+// copyPiece copies one payload, verifying its size and digest.
+func copyPiece(w io.Writer, ref Ref, open Open) error {
+	rc, err := open(ref.Digest)
+	if err != nil {
+		return fmt.Errorf("payload %s: %w", ref.Digest, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(rc, ref.Size))
+	if err != nil {
+		return fmt.Errorf("payload %s: %w", ref.Digest, err)
+	}
+	if n != ref.Size {
+		return fmt.Errorf("%w: payload %s holds %d bytes, the skeleton says %d", ErrMismatch, ref.Digest, n, ref.Size)
+	}
+	if err := extra(rc); err != nil {
+		return fmt.Errorf("%w: payload %s is longer than the skeleton's %d bytes", ErrMismatch, ref.Digest, ref.Size)
+	}
+	if got := digest.NewDigest(digest.SHA256, h); got != ref.Digest {
+		return fmt.Errorf("%w: payload has sha256 %s, the skeleton says %s", ErrMismatch, got, ref.Digest)
+	}
+	return nil
+}
+
+// extra reports an error if r has more bytes.
+func extra(r io.Reader) error {
+	var b [1]byte
+	n, _ := r.Read(b[:])
+	if n > 0 {
+		return errors.New("extra bytes")
+	}
+	return nil
+}
