@@ -330,7 +330,7 @@ func (c *Cache) saveRecipe(n naming.Name, base naming.Name, r manifest.Recipe) e
 		return err
 	}
 	rec := RecordedRecipe{Name: n.String(), Base: base.String(), Recipe: r}
-	return fsutil.WriteAtomic(p, "", func(w io.Writer) error { return manifestJSON(w, rec) })
+	return fsutil.WriteAtomic(p, "", func(w io.Writer) error { return writeJSON(w, rec) })
 }
 
 // Recipe returns the recipe n was last built from: its entry's, else the
@@ -363,7 +363,8 @@ func (c *Cache) Recipe(ctx context.Context, n naming.Name) (rec RecordedRecipe, 
 	return rec, true, nil
 }
 
-func manifestJSON(w io.Writer, v any) error {
+// writeJSON writes v as indented JSON (recipes, stats).
+func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)

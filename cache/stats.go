@@ -65,7 +65,7 @@ func (c *Cache) count(fn func(*Counters)) {
 	cnt := c.readCounters()
 	fn(&cnt)
 	// Under stats.lock: a fixed temp name is safe.
-	err = fsutil.WriteAtomic(c.statsPath(), c.statsPath()+".tmp", func(w io.Writer) error { return manifestJSON(w, cnt) })
+	err = fsutil.WriteAtomic(c.statsPath(), c.statsPath()+".tmp", func(w io.Writer) error { return writeJSON(w, cnt) })
 	if err != nil {
 		c.opt.Log.Debug("stats not updated", "err", err)
 	}

@@ -326,7 +326,9 @@ func (s *Store) UpdateThen(ctx context.Context, fn func(*Manifest) error, then f
 }
 
 // Replace writes m as the manifest under the exclusive lock, whatever the
-// current file holds (even if it is corrupt). For repair.
+// current file holds (even if it is corrupt): for tests and tools that
+// make a cache (bench). Repair goes through Repair, which never overwrites
+// a manifest another process wrote meanwhile.
 func (s *Store) Replace(ctx context.Context, m *Manifest) error {
 	l, err := lockfile.Acquire(ctx, s.lockPath(), true)
 	if err != nil {
