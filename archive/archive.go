@@ -45,9 +45,31 @@ type Image struct {
 	Variant      string
 	// Created is the config's "created" time (zero when absent).
 	Created time.Time
-	// Layers is the number of layers the image manifest lists.
-	Layers int
+	// Config is the path of the image's config file in the archive.
+	Config string
+	// Layers are the image's layers, bottom first, as its manifest lists them.
+	Layers []Layer
 }
+
+// Layer is one layer of an image: where the archive holds it and what the
+// image's config and manifest say of it.
+type Layer struct {
+	// Path is the layer file's (cleaned) name in the archive.
+	Path string
+	// DiffID is the config's rootfs diff_id: the sha256 of the uncompressed
+	// layer tar.
+	DiffID digest.Digest
+	// Digest is the descriptor's digest for an OCI manifest (the sha256 of
+	// the file, compressed or not); "" for a docker-archive, whose layer
+	// files are uncompressed and so should hash to DiffID.
+	Digest digest.Digest
+	// MediaType is the descriptor's media type (OCI), or Docker's
+	// uncompressed layer type for a docker-archive.
+	MediaType string
+}
+
+// MediaTypeDockerLayer is the media type of a docker-archive's layer.tar.
+const MediaTypeDockerLayer = "application/vnd.docker.image.rootfs.diff.tar"
 
 // Info is what [Read] learns from an archive.
 type Info struct {
@@ -179,7 +201,7 @@ type entry struct {
 
 type parsedConfig struct {
 	img     Image
-	diffIDs int
+	diffIDs []digest.Digest
 }
 
 type reader struct {
@@ -312,6 +334,11 @@ func cleanName(name string) (string, error) {
 	}
 	return c, nil
 }
+
+// CleanName is the name [Image.Config] and [Layer.Path] use for a tar
+// entry's name, or an error for a name that is empty, absolute or escapes
+// the archive.
+func CleanName(name string) (string, error) { return cleanName(name) }
 
 // isSparse reports whether hdr is a GNU sparse file (old GNU format or one
 // of the GNU PAX sparse formats).
@@ -534,7 +561,13 @@ func (rd *reader) resolveDocker() ([]Image, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, l := range e.Layers {
+		if len(cfg.diffIDs) != len(e.Layers) {
+			return nil, fmt.Errorf("%w: %s lists %d layers but its config %q has %d diff_ids", ErrNotImage, what, len(e.Layers), e.Config, len(cfg.diffIDs))
+		}
+		img := cfg.img
+		img.Config = cfgName
+		img.Layers = make([]Layer, 0, len(e.Layers))
+		for i, l := range e.Layers {
 			ln, err := cleanName(l)
 			if err != nil {
 				return nil, fmt.Errorf("%s: layer path: %w", what, err)
@@ -542,12 +575,8 @@ func (rd *reader) resolveDocker() ([]Image, error) {
 			if _, ok := rd.names[ln]; !ok {
 				return nil, fmt.Errorf("%w: %s references layer %q, which is not in the archive", ErrNotImage, what, l)
 			}
+			img.Layers = append(img.Layers, Layer{Path: ln, DiffID: cfg.diffIDs[i], MediaType: MediaTypeDockerLayer})
 		}
-		if cfg.diffIDs != len(e.Layers) {
-			return nil, fmt.Errorf("%w: %s lists %d layers but its config %q has %d diff_ids", ErrNotImage, what, len(e.Layers), e.Config, cfg.diffIDs)
-		}
-		img := cfg.img
-		img.Layers = len(e.Layers)
 		if len(e.RepoTags) > 0 {
 			img.RepoTags = append([]string(nil), e.RepoTags...)
 		}
@@ -644,7 +673,7 @@ func (rd *reader) config(name string, want digest.Digest, size int64, what strin
 			Architecture: ic.Architecture,
 			Variant:      ic.Variant,
 		},
-		diffIDs: len(ic.RootFS.DiffIDs),
+		diffIDs: ic.RootFS.DiffIDs,
 	}
 	if ic.Created != nil {
 		c.img.Created = *ic.Created
@@ -821,21 +850,23 @@ func (rd *reader) imageFromManifest(m *ociDoc, what string) (img Image, ok bool,
 	if err != nil {
 		return Image{}, false, err
 	}
+	if len(cfg.diffIDs) != len(m.Layers) {
+		return Image{}, false, fmt.Errorf("%w: %s lists %d layers but its config has %d diff_ids", ErrNotImage, what, len(m.Layers), len(cfg.diffIDs))
+	}
+	img = cfg.img
+	img.Config = name
+	img.Layers = make([]Layer, 0, len(m.Layers))
 	for i, l := range m.Layers {
 		lWhat := fmt.Sprintf("%s layers[%d]", what, i)
-		ln, _, err := blobName(l, lWhat)
+		ln, ld, err := blobName(l, lWhat)
 		if err != nil {
 			return Image{}, false, err
 		}
 		if _, ok := rd.names[ln]; !ok {
 			return Image{}, false, fmt.Errorf("%w: %s references %q, which is not in the archive", ErrNotImage, lWhat, ln)
 		}
+		img.Layers = append(img.Layers, Layer{Path: ln, DiffID: cfg.diffIDs[i], Digest: ld, MediaType: l.MediaType})
 	}
-	if cfg.diffIDs != len(m.Layers) {
-		return Image{}, false, fmt.Errorf("%w: %s lists %d layers but its config has %d diff_ids", ErrNotImage, what, len(m.Layers), cfg.diffIDs)
-	}
-	img = cfg.img
-	img.Layers = len(m.Layers)
 	return img, true, nil
 }
 

@@ -277,7 +277,7 @@ func (c *Cache) build(ctx context.Context, n, base naming.Name, recipe *manifest
 	}
 	defer rc.Close()
 	baseRec := &manifest.Base{Name: base.String(), Digest: got.Entry.Digest}
-	res, err := c.ingest(ctx, n, c.progress("build "+n.String(), img.Size, rc), func(e *manifest.Entry) {
+	res, err := c.ingest(ctx, n, rc, "build", img.Size, func(e *manifest.Entry) {
 		e.Base, e.Recipe = baseRec, recipe
 	})
 	if err != nil {

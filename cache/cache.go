@@ -49,8 +49,11 @@ type Options struct {
 type Cache struct {
 	dir   string
 	blobs Blobs
-	man   *manifest.Store
-	opt   Options
+	// layers is the layer store (layers/), nil in a cache of the
+	// whole-tar schema: there every tar is one blob of blobs.
+	layers Blobs
+	man    *manifest.Store
+	opt    Options
 
 	engineMu sync.Mutex // guards engine: parallel builds share the Cache
 	engine   Engine
@@ -94,14 +97,36 @@ func Open(dir string, opt Options) (*Cache, error) {
 	if err := fsutil.MkdirAll(abs); err != nil {
 		return nil, fmt.Errorf("create cache directory %s: %w (choose another with --dir or IMGCACHE_DIR)", abs, err)
 	}
+	man := manifest.Open(abs)
+	fresh := false
+	if _, err := os.Lstat(filepath.Join(abs, "blobs")); errors.Is(err, os.ErrNotExist) {
+		// A new cache: schema 2 from the start, its manifest written
+		// before any directory an older imgcache would take for its own.
+		ctx, cancel := context.WithTimeout(context.Background(), opt.LockTimeout)
+		created, err := man.Create(ctx)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		fresh = created
+	}
+	c := &Cache{dir: abs, man: man, opt: opt}
+	if fresh {
+		if err := c.mkLayers(); err != nil {
+			return nil, err
+		}
+	} else if c.layers, err = openLayers(abs, opt.Level); err != nil {
+		return nil, err
+	}
 	blobs, err := cas.Open(abs, cas.WithLevel(opt.Level))
 	if err != nil {
 		return nil, err
 	}
+	c.blobs = CASBlobs(blobs)
 	if err := fsutil.MkdirAll(filepath.Join(abs, "names")); err != nil {
 		return nil, fmt.Errorf("create %s: %w", filepath.Join(abs, "names"), err)
 	}
-	return &Cache{dir: abs, blobs: CASBlobs(blobs), man: manifest.Open(abs), opt: opt}, nil
+	return c, nil
 }
 
 // Dir is the cache directory (absolute).
@@ -188,9 +213,19 @@ func (c *Cache) linkPath(n naming.Name) string {
 	return filepath.Join(c.dir, "names", n.Project(), n.String()+".tar.zst")
 }
 
-// linkTarget is the relative symlink target for a blob.
+// linkTarget is the relative symlink target for a whole-tar blob.
 func linkTarget(d digest.Digest) string {
 	return filepath.Join("..", "..", cas.RelPath(d))
+}
+
+// linkTargetOf is the link target of an entry: its whole-tar blob, or the
+// skeleton of a split entry (which names the tar's digest and size in its
+// end record).
+func linkTargetOf(e *manifest.Entry) string {
+	if e.Split() {
+		return layerLinkTarget(e.Skeleton.Digest)
+	}
+	return linkTarget(e.Digest)
 }
 
 // checkName refuses the zero Name: the only Name naming.Parse does not
@@ -217,8 +252,8 @@ func checkLinkDir(dir string) error {
 	return fmt.Errorf("%s is %s; left alone (remove it by hand)", dir, what)
 }
 
-// setLink points n's link at d, atomically (new link, then rename over).
-func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
+// setLink points n's link at target, atomically (new link, then rename over).
+func (c *Cache) setLink(n naming.Name, target string) error {
 	p := c.linkPath(n)
 	if err := checkName(n); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)
@@ -229,14 +264,14 @@ func (c *Cache) setLink(n naming.Name, d digest.Digest) error {
 	if err := fsutil.MkdirAll(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)
 	}
-	if cur, err := os.Readlink(p); err == nil && cur == linkTarget(d) {
+	if cur, err := os.Readlink(p); err == nil && cur == target {
 		return nil
 	}
 	// Unique per call: goroutines of one process (or hosts sharing the
 	// directory) must not share a temp link.
 	tmp := fmt.Sprintf("%s.tmp-%d-%016x", p, os.Getpid(), rand.Uint64())
 	os.Remove(tmp)
-	if err := os.Symlink(linkTarget(d), tmp); err != nil {
+	if err := os.Symlink(target, tmp); err != nil {
 		return fmt.Errorf("link %s: %w", p, err)
 	}
 	if err := os.Rename(tmp, p); err != nil {

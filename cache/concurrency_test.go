@@ -14,28 +14,44 @@ import (
 
 	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/testimage"
 	"github.com/imgcache/imgcache/lru"
 	"github.com/imgcache/imgcache/naming"
 )
 
 // TestConcurrentOperations runs random operations from several goroutines,
-// each with its own Cache on one directory, as separate processes would.
+// each with its own Cache on one directory, as separate processes would,
+// on a whole-tar cache and on a layered one (whose images share layers).
 func TestConcurrentOperations(t *testing.T) {
 	t.Parallel()
+	for _, layered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("layered=%v", layered), func(t *testing.T) {
+			t.Parallel()
+			concurrentOperations(t, layered)
+		})
+	}
+}
+
+func concurrentOperations(t *testing.T, layered bool) {
 	const (
 		workers = 8
 		ops     = 20
 	)
 	dir := t.TempDir()
+	if !layered {
+		wholeTar(t, dir)
+	}
 	var images [][]byte
 	var maxStored int64
 	for i := range 4 {
-		data, _ := image(t, fmt.Sprintf("t/img:%d", i), int64(1000+i))
+		// Large enough files that the layers are pieces of their own; two
+		// images share their first layer.
+		data, _ := imageOpts(t, testimage.Options{Tag: fmt.Sprintf("t/img:%d", i), Seed: int64(1000 + i), FileSize: 70 << 10, SharedLayers: i % 2})
 		images = append(images, data)
 	}
 	{
 		// Learn the stored size of one image for a tight MaxSize.
-		probe, _ := newCache(t)
+		probe, _ := openAny(t, t.TempDir())
 		maxStored = put(t, probe, "probe-a-b-c", images[0]).Entry.StoredSize
 	}
 	names := []string{
@@ -96,7 +112,7 @@ func TestConcurrentOperations(t *testing.T) {
 	}
 	wg.Wait()
 
-	c, _ := openCache(t, dir)
+	c, _ := openAny(t, dir)
 	rep := verify(t, c, false)
 	if !rep.OK() {
 		t.Errorf("verify after the storm: %s", toJSON(rep.Problems))
@@ -117,13 +133,15 @@ func TestConcurrentOperations(t *testing.T) {
 	gc(t, c, cache.GCOptions{})
 	named := map[string]bool{}
 	for _, e := range entries {
-		named[e.Digest.String()] = true
-	}
-	for _, d := range blobDigests(t, c) {
-		if !named[d.String()] {
-			t.Errorf("blob %s survives gc without a name", d)
+		for _, k := range entryBlobKeys(&e) {
+			named[k] = true
 		}
-		delete(named, d.String())
+	}
+	for _, k := range allBlobKeys(t, c) {
+		if !named[k] {
+			t.Errorf("blob %s survives gc without a name", k)
+		}
+		delete(named, k)
 	}
 	if len(named) > 0 {
 		t.Errorf("named blobs missing: %v", named)

@@ -19,6 +19,9 @@ type Engine interface {
 	Inspect(ctx context.Context, ref string) (dockerbridge.Image, error)
 	// Tag gives the image id the reference ref.
 	Tag(ctx context.Context, id, ref string) error
+	// Layers says whether the engine loads an archive that leaves out the
+	// layer files it holds (Docker's classic store), and which it holds.
+	Layers(ctx context.Context) (dockerbridge.Layers, error)
 	// Load streams an image archive in. When body fails, the engine must
 	// not commit the load: that is how a digest mismatch stops it.
 	Load(ctx context.Context, body io.Reader) error

@@ -63,3 +63,58 @@ func (c *Cache) SetPinned(ctx context.Context, n naming.Name, pinned bool) error
 		return nil
 	})
 }
+
+// Usage is how an entry's stored bytes divide when layers are shared.
+type Usage struct {
+	Own    int64 `json:"own"`    // stored bytes of blobs no other distinct tar uses
+	Shared int64 `json:"shared"` // stored bytes of blobs other tars use too
+}
+
+// Usages computes each entry's Usage from the records alone (no I/O): a
+// blob (whole tar, skeleton or piece) counts as an entry's own when only
+// tars of that entry's digest use it. Names of the same tar share nothing
+// with each other: their content is one.
+func Usages(entries []manifest.Entry) map[string]Usage {
+	type blob struct {
+		stored int64
+		tars   map[string]bool
+	}
+	blobs := map[string]*blob{}
+	note := func(key, tar string, stored int64) {
+		b := blobs[key]
+		if b == nil {
+			b = &blob{stored: stored, tars: map[string]bool{}}
+			blobs[key] = b
+		}
+		b.tars[tar] = true
+	}
+	keysOf := func(e *manifest.Entry) map[string]int64 {
+		if !e.Split() {
+			return map[string]int64{e.Digest.String(): e.StoredSize}
+		}
+		ks := map[string]int64{layerKeyPrefix + e.Skeleton.Digest.String(): e.Skeleton.StoredSize}
+		for _, p := range e.Pieces {
+			ks[layerKeyPrefix+p.Digest.String()] = p.StoredSize
+		}
+		return ks
+	}
+	for i := range entries {
+		for k, stored := range keysOf(&entries[i]) {
+			note(k, entries[i].Digest.String(), stored)
+		}
+	}
+	out := map[string]Usage{}
+	for i := range entries {
+		e := &entries[i]
+		var u Usage
+		for k := range keysOf(e) {
+			if b := blobs[k]; len(b.tars) > 1 {
+				u.Shared += b.stored
+			} else {
+				u.Own += b.stored
+			}
+		}
+		out[e.Name] = u
+	}
+	return out
+}

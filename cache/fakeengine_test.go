@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
 
 	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/dockerbridge"
@@ -47,8 +48,14 @@ type fakeEngine struct {
 	closed bool
 
 	// Behaviour.
-	rejectLoads  error // returned by Load after reading the body
-	connectErr   error // returned by the connect function
+	// classic makes it Docker's classic image store: an archive may leave
+	// out the files of layers it holds (by chain ID). Otherwise it needs
+	// every file, as Podman and the containerd store do.
+	classic      bool
+	chains       map[digest.Digest]bool // chain IDs of the layers it holds
+	phantom      map[digest.Digest]bool // chains Layers reports that Load then lacks
+	rejectLoads  error                  // returned by Load after reading the body
+	connectErr   error                  // returned by the connect function
 	inUse        map[string]bool
 	loadStarted  chan struct{} // closed at the first Load, if set
 	releaseLoads chan struct{} // Load waits for it, if set
@@ -59,6 +66,7 @@ type fakeImage struct {
 	tar      []byte
 	os, arch string
 	labels   map[string]string
+	chains   []digest.Digest
 }
 
 // fakeLoad is one Load the engine committed or refused.
@@ -80,7 +88,19 @@ type fakeBuild struct {
 }
 
 func newFakeEngine(t *testing.T) *fakeEngine {
-	return &fakeEngine{t: t, images: map[string]*fakeImage{}, tags: map[string]string{}, os: "linux", arch: runtime.GOARCH, inUse: map[string]bool{}}
+	return &fakeEngine{t: t, images: map[string]*fakeImage{}, tags: map[string]string{}, os: "linux", arch: runtime.GOARCH, inUse: map[string]bool{},
+		chains: map[digest.Digest]bool{}, phantom: map[digest.Digest]bool{}}
+}
+
+func (f *fakeEngine) Layers(context.Context) (dockerbridge.Layers, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.classic {
+		return dockerbridge.Layers{Store: dockerbridge.StorePodman}, nil
+	}
+	l := dockerbridge.Layers{Partial: true, Store: dockerbridge.StoreClassic, Chains: maps.Clone(f.chains)}
+	maps.Copy(l.Chains, f.phantom)
+	return l, nil
 }
 
 // connect is the Options.Engine function.
@@ -170,7 +190,13 @@ func (f *fakeEngine) Load(ctx context.Context, body io.Reader) error {
 		rec.Err, rec.Truncated = err, true
 		return err
 	}
-	img, layers, err := parseArchive(data)
+	f.mu.Lock()
+	have := maps.Clone(f.chains)
+	if !f.classic {
+		have = nil
+	}
+	f.mu.Unlock()
+	img, layers, err := parseArchive(data, have)
 	if err != nil {
 		rec.Err = fmt.Errorf("%w: %w", errdefs.ErrRejected, err)
 		return rec.Err
@@ -190,12 +216,16 @@ func (f *fakeEngine) Load(ctx context.Context, body io.Reader) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.images[img.id] = img
+	for _, c := range img.chains {
+		f.chains[c] = true
+	}
 	return nil
 }
 
 // parseArchive checks a docker-archive the way a daemon's load does:
-// manifest.json, and every config and layer it names present in the tar.
-func parseArchive(data []byte) (*fakeImage, int, error) {
+// manifest.json, and every config and layer it names present in the tar,
+// but for layers whose chain is in have (Docker's classic store).
+func parseArchive(data []byte, have map[digest.Digest]bool) (*fakeImage, int, error) {
 	files := map[string][]byte{}
 	tr := tar.NewReader(bytes.NewReader(data))
 	for {
@@ -227,22 +257,36 @@ func parseArchive(data []byte) (*fakeImage, int, error) {
 	if !ok {
 		return nil, 0, fmt.Errorf("config %s is not in the archive", man[0].Config)
 	}
-	for _, l := range man[0].Layers {
-		if _, ok := files[l]; !ok {
-			return nil, 0, fmt.Errorf("layer %s is not in the archive", l)
-		}
-	}
 	var c struct {
 		OS           string `json:"os"`
 		Architecture string `json:"architecture"`
 		Config       struct {
 			Labels map[string]string
 		} `json:"config"`
+		RootFS struct {
+			DiffIDs []digest.Digest `json:"diff_ids"`
+		} `json:"rootfs"`
 	}
 	if err := json.Unmarshal(cfg, &c); err != nil {
 		return nil, 0, fmt.Errorf("config: %w", err)
 	}
-	return &fakeImage{id: digest.FromBytes(cfg).String(), tar: data, os: c.OS, arch: c.Architecture, labels: c.Config.Labels}, len(man[0].Layers), nil
+	if len(c.RootFS.DiffIDs) != len(man[0].Layers) {
+		return nil, 0, fmt.Errorf("%d layers, %d diff_ids", len(man[0].Layers), len(c.RootFS.DiffIDs))
+	}
+	chains := identity.ChainIDs(slices.Clone(c.RootFS.DiffIDs))
+	for i, l := range man[0].Layers {
+		b, ok := files[l]
+		switch {
+		case !ok && have[chains[i]]:
+		case !ok && have != nil:
+			return nil, 0, fmt.Errorf("open /var/lib/docker/tmp/docker-import-1/%s: no such file or directory", l)
+		case !ok:
+			return nil, 0, fmt.Errorf("layer %s is not in the archive", l)
+		case digest.FromBytes(b) != c.RootFS.DiffIDs[i]:
+			return nil, 0, fmt.Errorf("layer %s does not match its diff_id", l)
+		}
+	}
+	return &fakeImage{id: digest.FromBytes(cfg).String(), tar: data, os: c.OS, arch: c.Architecture, labels: c.Config.Labels, chains: chains}, len(man[0].Layers), nil
 }
 
 func (f *fakeEngine) Save(_ context.Context, ref string) (io.ReadCloser, error) {
@@ -418,6 +462,13 @@ func engineCache(t *testing.T) (*cache.Cache, *fakeEngine, *fakeClock) {
 }
 
 func engineCacheIn(t *testing.T, dir string) (*cache.Cache, *fakeEngine, *fakeClock) {
+	t.Helper()
+	wholeTar(t, dir)
+	return engineAny(t, dir)
+}
+
+// engineAny is engineCacheIn on dir as it is (a new one becomes layered).
+func engineAny(t *testing.T, dir string) (*cache.Cache, *fakeEngine, *fakeClock) {
 	t.Helper()
 	eng := newFakeEngine(t)
 	clk := &fakeClock{now: t0}

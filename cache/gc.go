@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -31,8 +32,11 @@ type GCOptions struct {
 
 // GCVictim is one step of what gc did (or would do).
 type GCVictim struct {
-	Names    []string  `json:"names"`
-	Blob     string    `json:"blob,omitempty"`
+	Names []string `json:"names"`
+	Blob  string   `json:"blob,omitempty"`
+	// Layers are the layer-store blobs deleted with it (keys
+	// "layers/sha256:…"): those no remaining entry needs.
+	Layers   []string  `json:"layers,omitempty"`
 	Freed    int64     `json:"freed"`
 	LastUsed time.Time `json:"last_used,omitzero"`
 	Reason   string    `json:"reason"`
@@ -51,6 +55,7 @@ type GCReport struct {
 	Free         int64           `json:"free"`       // free bytes before
 	FreeAfter    int64           `json:"free_after"` // free bytes after (measured; estimated in a dry run)
 	Skipped      []string        `json:"skipped"`    // blobs kept because pinned or in use
+	Shared       []string        `json:"shared"`     // names kept: evicting them would free none of their layers
 	Shortfalls   []lru.Shortfall `json:"shortfalls"`
 	Recent       []string        `json:"recently_used_evicted"` // evicted names used within the Recent window
 	Docker       []string        `json:"docker_removed,omitempty"`
@@ -77,13 +82,15 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if opt.Recent <= 0 {
 		opt.Recent = 10 * time.Minute
 	}
-	rep := &GCReport{DryRun: opt.DryRun, Victims: []GCVictim{}, Skipped: []string{}, Shortfalls: []lru.Shortfall{}, Recent: []string{}}
+	rep := &GCReport{DryRun: opt.DryRun, Victims: []GCVictim{}, Skipped: []string{}, Shared: []string{}, Shortfalls: []lru.Shortfall{}, Recent: []string{}}
 	if !opt.DryRun {
-		freed, removed, err := c.blobs.CleanTmp()
-		if err != nil {
-			return nil, err
+		for _, store := range c.stores() {
+			freed, removed, err := store.CleanTmp()
+			if err != nil {
+				return nil, err
+			}
+			rep.TmpFreed, rep.TmpFiles = rep.TmpFreed+freed, rep.TmpFiles+len(removed)
 		}
-		rep.TmpFreed, rep.TmpFiles = freed, len(removed)
 	}
 	free, err := fsutil.FreeBytes(c.dir)
 	if err != nil {
@@ -113,15 +120,30 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	for _, key := range doomed {
 		gone[key] = true
 	}
+	size := map[string]int64{}
+	for _, b := range p.sizes {
+		size[b.Key] = b.Size
+	}
 	for i, v := range rep.Victims {
+		// Credit what went; a blob named again since the plan stayed.
+		rv := &rep.Victims[i]
+		rv.Freed = 0
 		if v.Blob != "" && !gone[v.Blob] {
-			rep.Victims[i].Blob, rep.Victims[i].Freed = "", 0 // named again since the plan
+			rv.Blob = ""
+		} else if v.Blob != "" {
+			rv.Freed += size[v.Blob]
+		}
+		rv.Layers = slices.DeleteFunc(slices.Clone(v.Layers), func(k string) bool { return !gone[k] })
+		for _, k := range rv.Layers {
+			rv.Freed += size[k]
 		}
 	}
 	rep.StoredAfter = rep.StoredBefore - rep.Freed
 	c.count(func(s *Counters) { s.Evictions += int64(len(evicted)); s.BytesReclaimed += rep.Freed + rep.TmpFreed })
-	if n, err := c.blobs.CleanLocks(); err == nil {
-		rep.LocksRemoved = n
+	for _, store := range c.stores() {
+		if n, err := store.CleanLocks(); err == nil {
+			rep.LocksRemoved += n
+		}
 	}
 	if opt.Docker {
 		c.gcDocker(ctx, evicted, rep)
@@ -132,9 +154,10 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 
 // gcPlan is a plan and what it was made from.
 type gcPlan struct {
-	plan lru.Plan
-	seen *manifest.Manifest        // the manifest the plan was made from
-	held map[string]*lockfile.Lock // exclusive locks on the blobs the plan deletes
+	plan  lru.Plan
+	sizes []lru.Blob                // every blob the plan saw
+	seen  *manifest.Manifest        // the manifest the plan was made from
+	held  map[string]*lockfile.Lock // exclusive locks on the blobs the plan deletes
 }
 
 func (p *gcPlan) release() {
@@ -150,13 +173,16 @@ func (p *gcPlan) release() {
 func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock bool) (*gcPlan, error) {
 	st := lru.State{Free: free, Now: c.opt.Now()}
 	index := map[string]int{}
-	err := c.blobs.Walk(func(i cas.Info) error {
-		index[i.Digest.String()] = len(st.Blobs)
-		st.Blobs = append(st.Blobs, lru.Blob{Key: i.Digest.String(), Size: i.Stored})
-		return nil
-	}, nil)
-	if err != nil {
-		return nil, err
+	for _, store := range c.stores() {
+		err := store.Walk(func(i cas.Info) error {
+			key := c.blobKey(store, i.Digest)
+			index[key] = len(st.Blobs)
+			st.Blobs = append(st.Blobs, lru.Blob{Key: key, Size: i.Stored})
+			return nil
+		}, nil)
+		if err != nil {
+			return nil, err
+		}
 	}
 	m, err := c.load(ctx)
 	if err != nil {
@@ -164,12 +190,14 @@ func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock 
 	}
 	for _, name := range m.Names() {
 		e := m.Entries[name]
-		if _, ok := index[e.Digest.String()]; !ok {
+		head, parts := entryKeys(e)
+		if _, ok := index[head]; !ok {
 			continue // blob missing: verify reports it, nothing to evict
 		}
-		st.Entries = append(st.Entries, lru.Entry{Name: name, Blob: e.Digest.String(), LastUsed: e.LastUsed, Pinned: e.Pinned})
+		parts = slices.DeleteFunc(parts, func(k string) bool { _, ok := index[k]; return !ok }) // missing: verify's
+		st.Entries = append(st.Entries, lru.Entry{Name: name, Blob: head, Parts: parts, LastUsed: e.LastUsed, Pinned: e.Pinned})
 	}
-	p := &gcPlan{seen: m, held: map[string]*lockfile.Lock{}}
+	p := &gcPlan{seen: m, held: map[string]*lockfile.Lock{}, sizes: st.Blobs}
 	for {
 		p.plan, err = lru.Compute(st, limits)
 		if err != nil {
@@ -179,7 +207,7 @@ func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock 
 		if !lock {
 			return p, nil
 		}
-		busy, err := p.lockVictims(c.blobs)
+		busy, err := p.lockVictims(c)
 		if err != nil {
 			p.release()
 			return nil, err
@@ -196,14 +224,15 @@ func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock 
 // lockVictims takes the exclusive locks of the blobs the plan deletes,
 // releases those of blobs it no longer deletes, and returns the blobs that
 // are busy.
-func (p *gcPlan) lockVictims(blobs BlobLocker) (busy []string, err error) {
+func (p *gcPlan) lockVictims(c *Cache) (busy []string, err error) {
 	keep := map[string]bool{}
 	for _, key := range p.plan.Deleted() {
 		keep[key] = true
 		if p.held[key] != nil {
 			continue
 		}
-		l, ok, err := blobs.TryLock(digest.Digest(key), true)
+		store, d := c.keyBlob(key)
+		l, ok, err := store.TryLock(d, true)
 		if err != nil {
 			return nil, err
 		}
@@ -241,8 +270,16 @@ func (c *Cache) commitGC(ctx context.Context, p *gcPlan) (map[string]digest.Dige
 				delete(now.Entries, name)
 			}
 		}
+		used := map[string]bool{}
+		for _, e := range now.Entries {
+			head, parts := entryKeys(e)
+			used[head] = true
+			for _, k := range parts {
+				used[k] = true
+			}
+		}
 		for _, key := range p.plan.Deleted() {
-			if !now.Referenced(digest.Digest(key)) {
+			if !used[key] {
 				doomed = append(doomed, key)
 			}
 		}
@@ -267,13 +304,12 @@ func (c *Cache) commitGC(ctx context.Context, p *gcPlan) (map[string]digest.Dige
 // with one fsync of blobs/ for all of them.
 func (c *Cache) deleteBlobs(p *gcPlan, doomed []string, rep *GCReport) {
 	size := map[string]int64{}
-	for _, v := range p.plan.Victims {
-		if v.Blob != "" {
-			size[v.Blob] = v.Freed
-		}
+	for _, b := range p.sizes {
+		size[b.Key] = b.Size
 	}
 	for _, key := range doomed {
-		if err := c.blobs.DeleteNoSync(digest.Digest(key)); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		store, d := c.keyBlob(key)
+		if err := store.DeleteNoSync(d); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			c.opt.Log.Warn("blob not deleted; the next gc retries", "blob", key, "err", err)
 			continue
 		}
@@ -284,10 +320,52 @@ func (c *Cache) deleteBlobs(p *gcPlan, doomed []string, rep *GCReport) {
 		}
 	}
 	if rep.Freed > 0 {
-		if err := c.blobs.Sync(); err != nil {
-			c.opt.Log.Warn("fsync of blobs/ failed", "err", err)
+		for _, store := range c.stores() {
+			if err := store.Sync(); err != nil {
+				c.opt.Log.Warn("fsync of a blob directory failed", "err", err)
+			}
 		}
 	}
+}
+
+// stores are the cache's blob stores: blobs/, and layers/ if it has one.
+func (c *Cache) stores() []Blobs {
+	if c.layers == nil {
+		return []Blobs{c.blobs}
+	}
+	return []Blobs{c.blobs, c.layers}
+}
+
+// layerKeyPrefix marks gc keys of the layer store's blobs.
+const layerKeyPrefix = layerDir + "/"
+
+// blobKey is the gc key of blob d of store: its digest for blobs/,
+// "layers/<digest>" for the layer store.
+func (c *Cache) blobKey(store Blobs, d digest.Digest) string {
+	if store == c.layers {
+		return layerKeyPrefix + d.String()
+	}
+	return d.String()
+}
+
+// keyBlob is the inverse of blobKey.
+func (c *Cache) keyBlob(key string) (Blobs, digest.Digest) {
+	if d, ok := strings.CutPrefix(key, layerKeyPrefix); ok && c.layers != nil {
+		return c.layers, digest.Digest(d)
+	}
+	return c.blobs, digest.Digest(key)
+}
+
+// entryKeys are the gc keys of an entry's head blob (its whole tar, or
+// its skeleton) and of its parts (a split entry's pieces).
+func entryKeys(e *manifest.Entry) (head string, parts []string) {
+	if !e.Split() {
+		return e.Digest.String(), nil
+	}
+	for _, p := range e.Pieces {
+		parts = append(parts, layerKeyPrefix+p.Digest.String())
+	}
+	return layerKeyPrefix + e.Skeleton.Digest.String(), parts
 }
 
 // reportPlan fills the report from the plan (after a commit, with only
@@ -297,7 +375,7 @@ func (c *Cache) deleteBlobs(p *gcPlan, doomed []string, rep *GCReport) {
 func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, opt GCOptions, rep *GCReport) {
 	now := c.opt.Now()
 	for _, v := range plan.Victims {
-		gv := GCVictim{Names: []string{}, Blob: v.Blob, Freed: v.Freed, LastUsed: v.LastUsed, Reason: string(v.Reason)}
+		gv := GCVictim{Names: []string{}, Blob: v.Blob, Layers: v.Parts, Freed: v.Freed, LastUsed: v.LastUsed, Reason: string(v.Reason)}
 		for _, name := range v.Names {
 			if _, ok := evicted[name]; ok || evicted == nil {
 				gv.Names = append(gv.Names, name)
@@ -317,6 +395,7 @@ func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, opt 
 	rep.StoredBefore, rep.StoredAfter = plan.StoredBefore, plan.StoredAfter
 	rep.Shortfalls = append(rep.Shortfalls, plan.Shortfalls...)
 	rep.Skipped = append(rep.Skipped, plan.Skipped...)
+	rep.Shared = append(rep.Shared, plan.Shared...)
 	if len(rep.Recent) > 0 {
 		c.opt.Log.Warn("gc evicted entries used in the last minutes: the limits may be too tight for the working set", "names", rep.Recent, "window", opt.Recent.String())
 	}

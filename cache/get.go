@@ -10,6 +10,7 @@ import (
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/fsutil"
+	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 )
@@ -19,7 +20,10 @@ type GetResult struct {
 	Ref    string // imgcache/<name>:<12 hex of the digest>: what to run
 	Latest string // imgcache/<name>:latest
 	Loaded bool   // this call loaded the image (false: it was in the daemon already)
-	Entry  manifest.Entry
+	// Sent is the bytes of the archive this call sent the daemon: for a
+	// split entry in Docker's classic store, only the layers it lacked.
+	Sent  int64
+	Entry manifest.Entry
 }
 
 // Get makes sure n's image is in the daemon, loaded from a verified stream,
@@ -51,9 +55,7 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 		return nil, fmt.Errorf("%s is an image for %s/%s, the Docker daemon runs %s/%s: %w (put an image built for %s/%s under this name)", n, e.OS, e.Arch, dos, darch, errdefs.ErrRejected, dos, darch)
 	}
 
-	lctx, cancel := c.lockCtx(ctx)
-	lock, err := c.blobs.Lock(lctx, e.Digest, true)
-	cancel()
+	lock, err := c.headLock(ctx, e, true)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: waiting for another process loading %s: %w", n, e.Digest, err)
 	}
@@ -62,7 +64,12 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 	if ok, err := c.warm(ctx, b, e, res); ok || err != nil {
 		return res, err
 	}
-	if err := c.verifiedLoad(ctx, b, n, e); err != nil {
+	if e.Split() {
+		res.Sent, err = c.loadSplit(ctx, b, n, e)
+	} else {
+		res.Sent, err = c.verifiedLoad(ctx, b, n, e)
+	}
+	if err != nil {
 		return nil, err
 	}
 	img, err := b.Inspect(ctx, e.ImageID)
@@ -72,7 +79,7 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 		return nil, err
 	}
 	res.Loaded = true
-	c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += e.Size })
+	c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += res.Sent })
 	return res, c.tagAndTouch(ctx, b, n, e, img, res)
 }
 
@@ -108,31 +115,45 @@ func (c *Cache) tagAndTouch(ctx context.Context, b Engine, n naming.Name, e mani
 
 // verifiedLoad streams the blob into the daemon. The caller holds the blob's
 // exclusive lock.
-func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) error {
+func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) (int64, error) {
 	tail := e.Size - e.MetadataOffset
 	from := e.MetadataOffset
 	if tail > c.opt.HoldBackLimit {
 		// The archive's metadata is far from its end: prove the blob first,
 		// then load it (still verified, still holding back the tail we can).
 		if err := c.verifyBlob(ctx, n, e); err != nil {
-			return err
+			return 0, err
 		}
 		from = max(e.Size-c.opt.HoldBackLimit, 0)
 	}
 	r, err := c.blobs.Open(e.Digest)
 	if err != nil {
-		return c.blobMissing(n, e, err)
+		return 0, c.blobMissing(n, e, err)
 	}
 	defer r.Close()
-	body := dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, r), from, c.opt.HoldBackLimit)
+	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, r), from, c.opt.HoldBackLimit)}
 	err = b.Load(ctx, body)
 	if errors.Is(err, errdefs.ErrIntegrity) {
-		return c.quarantine(n, e, err)
+		return body.n, c.quarantine(n, e, err)
 	}
 	if err != nil {
-		return fmt.Errorf("get %s: %w", n, err)
+		return body.n, fmt.Errorf("get %s: %w", n, err)
 	}
-	return nil
+	return body.n, nil
+}
+
+// headLock takes the lock that guards loading and reading e: its blob's,
+// or, for a split entry, its skeleton's (the pieces are locked apart).
+func (c *Cache) headLock(ctx context.Context, e manifest.Entry, exclusive bool) (*lockfile.Lock, error) {
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	if e.Split() {
+		if c.layers == nil {
+			return nil, fmt.Errorf("%s is split but the cache has no layer store (%s): %w (imgcache verify --repair)", e.Name, layerDir, errdefs.ErrNotFound)
+		}
+		return c.layers.Lock(lctx, e.Skeleton.Digest, exclusive)
+	}
+	return c.blobs.Lock(lctx, e.Digest, exclusive)
 }
 
 // verifyBlob re-hashes the blob; on mismatch it quarantines it.
@@ -184,13 +205,18 @@ func (c *Cache) Export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 	if err != nil {
 		return e, err
 	}
-	lctx, cancel := c.lockCtx(ctx)
-	lock, err := c.blobs.Lock(lctx, e.Digest, false)
-	cancel()
+	lock, err := c.headLock(ctx, e, false)
 	if err != nil {
 		return e, err
 	}
 	defer lock.Release()
+	if e.Split() {
+		if err := c.exportSplit(ctx, n, e, w); err != nil {
+			return e, err
+		}
+		c.count(func(s *Counters) { s.Exports++ })
+		return e, c.touch(ctx, n, e.Digest)
+	}
 	r, err := c.blobs.Open(e.Digest)
 	if err != nil {
 		return e, c.blobMissing(n, e, err)

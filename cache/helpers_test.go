@@ -85,8 +85,39 @@ func newCache(t *testing.T) (*cache.Cache, *fakeClock) {
 	return openCache(t, t.TempDir())
 }
 
-// openCache opens the cache directory dir with a fake clock set to t0.
+// wholeTar makes a new directory dir a cache of the whole-tar schema, as
+// an earlier imgcache leaves it (most tests here are about behaviour that
+// does not depend on how tars are stored, and were written for that
+// layout; split_test.go covers the layer store).
+func wholeTar(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join(dir, "manifest.json")); err == nil {
+		return
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "blobs")); err == nil {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(`{"version":1,"entries":{}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openCache opens the cache directory dir, of the whole-tar schema when it
+// is new, with a fake clock set to t0.
 func openCache(t *testing.T, dir string) (*cache.Cache, *fakeClock) {
+	t.Helper()
+	wholeTar(t, dir)
+	return openAny(t, dir)
+}
+
+// openAny opens dir as it is (a new directory becomes a layered cache).
+func openAny(t *testing.T, dir string) (*cache.Cache, *fakeClock) {
 	t.Helper()
 	clk := &fakeClock{now: t0}
 	opt := baseOptions(t)
@@ -274,6 +305,12 @@ func assertLink(t *testing.T, c *cache.Cache, name string, d digest.Digest) {
 		t.Errorf("link of %s is absolute: %s", name, target)
 	}
 	want := filepath.Join("..", "..", "blobs", "sha256", d.Encoded()+".tar.zst")
+	head := blobPath(c, d)
+	if e, ok := readManifest(t, c).Entries[name]; ok && e.Split() {
+		// A split entry's link leads to its skeleton in the layer store.
+		want = filepath.Join("..", "..", "layers", "blobs", "sha256", e.Skeleton.Digest.Encoded()+".tar.zst")
+		head = filepath.Join(c.Dir(), "layers", "blobs", "sha256", e.Skeleton.Digest.Encoded()+".tar.zst")
+	}
 	if target != want {
 		t.Errorf("link of %s → %s, want %s", name, target, want)
 	}
@@ -282,7 +319,7 @@ func assertLink(t *testing.T, c *cache.Cache, name string, d digest.Digest) {
 		t.Errorf("link of %s does not resolve: %v", name, err)
 		return
 	}
-	blob, err := os.Stat(blobPath(c, d))
+	blob, err := os.Stat(head)
 	if err != nil {
 		t.Errorf("blob of %s: %v", name, err)
 		return
@@ -375,4 +412,49 @@ func hashExport(t *testing.T, c *cache.Cache, name string) digest.Digest {
 		t.Errorf("Export(%s): %v", name, err)
 	}
 	return h.Digest()
+}
+
+// entryBlobKeys are the blobs an entry uses: "sha256:…" for its whole tar,
+// "layers/sha256:…" for a split entry's skeleton and pieces.
+func entryBlobKeys(e *manifest.Entry) []string {
+	if !e.Split() {
+		return []string{e.Digest.String()}
+	}
+	keys := []string{"layers/" + e.Skeleton.Digest.String()}
+	for _, p := range e.Pieces {
+		keys = append(keys, "layers/"+p.Digest.String())
+	}
+	return keys
+}
+
+// allBlobKeys lists the blobs of both stores, keyed as entryBlobKeys does.
+func allBlobKeys(t *testing.T, c *cache.Cache) []string {
+	t.Helper()
+	var keys []string
+	for _, d := range blobDigests(t, c) {
+		keys = append(keys, d.String())
+	}
+	for _, d := range layerDigests(t, c) {
+		keys = append(keys, "layers/"+d.String())
+	}
+	return keys
+}
+
+// layerDigests lists the digests in layers/blobs/sha256/.
+func layerDigests(t *testing.T, c *cache.Cache) []digest.Digest {
+	t.Helper()
+	var ds []digest.Digest
+	for _, n := range dirNames(t, filepath.Join(c.Dir(), "layers", "blobs", "sha256")) {
+		hexpart, ok := strings.CutSuffix(n, ".tar.zst")
+		if !ok {
+			t.Fatalf("stray file in layers/blobs/sha256: %s", n)
+		}
+		ds = append(ds, digest.NewDigestFromEncoded(digest.SHA256, hexpart))
+	}
+	return ds
+}
+
+// layerPath is the file of blob d of the layer store.
+func layerPath(c *cache.Cache, d digest.Digest) string {
+	return filepath.Join(c.Dir(), "layers", "blobs", "sha256", d.Encoded()+".tar.zst")
 }

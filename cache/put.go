@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/imgcache/imgcache/archive"
 	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
+	"github.com/imgcache/imgcache/skeleton"
 )
 
 // PutResult reports one ingest.
@@ -19,13 +22,16 @@ type PutResult struct {
 	Entry        manifest.Entry
 	Deduplicated bool   // the content was already stored
 	Replaced     string // the digest the name pointed at before, if it changed
+	// Split entries: blobs this put stored (pieces and skeleton), and
+	// pieces it found stored already, which cost a hash, not a compression.
+	New, Reused int
 }
 
 // Put ingests the docker-archive or OCI tar read from r under name n. The tar
 // is read once: hashed, compressed and parsed for its metadata in one pass.
 // r that is not an image archive leaves nothing behind.
 func (c *Cache) Put(ctx context.Context, n naming.Name, r io.Reader, size int64) (*PutResult, error) {
-	return c.ingest(ctx, n, c.progress("put "+n.String(), size, r), nil)
+	return c.ingest(ctx, n, r, "put", size, nil)
 }
 
 // Save streams image (a reference or ID, normalized as Docker does) out of
@@ -52,7 +58,7 @@ func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResu
 		return nil, err
 	}
 	defer rc.Close()
-	res, err := c.ingest(ctx, n, c.progress("save "+n.String(), img.Size, rc), func(e *manifest.Entry) {
+	res, err := c.ingest(ctx, n, rc, "save", img.Size, func(e *manifest.Entry) {
 		if len(e.RepoTags) == 0 {
 			e.RepoTags = img.RepoTags
 		}
@@ -63,18 +69,39 @@ func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResu
 	return res, nil
 }
 
-// ingest is the one ingest path: r → (sha256 + zstd → blob) and (tar parser
+// ingest is the one ingest path. With a layer store, the tar is split
+// (ingestSplit); else, or when it cannot be split and src can be read
+// again, it is stored whole: src → (sha256 + zstd → blob) and (tar parser
 // → metadata) concurrently, then publish: blob, manifest entry, link.
-func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend func(*manifest.Entry)) (*PutResult, error) {
+func (c *Cache) ingest(ctx context.Context, n naming.Name, src io.Reader, label string, size int64, amend func(*manifest.Entry)) (*PutResult, error) {
 	if err := checkName(n); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
-	in, info, err := c.storeBlob(ctx, r)
+	why := ""
+	if c.layers != nil {
+		res, dedup, err := c.ingestSplit(ctx, n, c.progress(label+" "+n.String(), size, src), prescan(src), amend)
+		if !errors.Is(err, skeleton.ErrNotSplittable) {
+			if res != nil {
+				res.Deduplicated = dedup
+			}
+			return res, err
+		}
+		s, ok := src.(io.Seeker)
+		if !ok {
+			return nil, fmt.Errorf("put %s: %w: %w; it can be stored whole from a file, not from a stream (imgcache put %s FILE)", n, errdefs.ErrInvalid, err, n)
+		}
+		if _, serr := s.Seek(0, io.SeekStart); serr != nil {
+			return nil, fmt.Errorf("put %s: %w; rewinding to store it whole: %w", n, err, serr)
+		}
+		why = err.Error()
+	}
+	in, info, err := c.storeBlob(ctx, c.progress(label+" "+n.String(), size, src))
 	if err != nil {
 		return nil, fmt.Errorf("put %s: %w", n, err)
 	}
 	defer in.Release()
-	e := c.newEntry(n, in, info)
+	e := c.newEntry(n, info, in.Digest, in.Size, in.Stored)
+	e.Whole = why
 	if amend != nil {
 		amend(&e)
 	}
@@ -92,22 +119,7 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, r io.Reader, amend fu
 // the archive. The caller releases the blob's lock.
 func (c *Cache) storeBlob(ctx context.Context, r io.Reader) (*cas.Ingested, *archive.Info, error) {
 	pr, pw := io.Pipe()
-	type parsed struct {
-		info *archive.Info
-		err  error
-	}
-	done := make(chan parsed, 1)
-	go func() {
-		// Large reads: the parser skips layer data in small chunks, and every
-		// read of an io.Pipe is a goroutine handoff.
-		br := bufio.NewReaderSize(pr, 1<<20)
-		info, err := archive.Read(br)
-		if err == nil {
-			_, err = io.Copy(io.Discard, br) // padding after the end-of-archive marker
-		}
-		pr.CloseWithError(err)
-		done <- parsed{info, err}
-	}()
+	done := parse(pr)
 	var p parsed
 	in, err := c.blobs.Ingest(ctx, io.TeeReader(r, pw), func(cas.Info) error {
 		pw.Close()
@@ -130,15 +142,40 @@ func (c *Cache) storeBlob(ctx context.Context, r io.Reader) (*cas.Ingested, *arc
 	return in, p.info, nil
 }
 
-// newEntry is the manifest entry for a blob just stored under n.
-func (c *Cache) newEntry(n naming.Name, in *cas.Ingested, info *archive.Info) manifest.Entry {
+// parsed is the archive parser's verdict.
+type parsed struct {
+	info *archive.Info
+	err  error
+}
+
+// parse runs the archive parser on pr (fed by a tee of the ingest) and
+// delivers its verdict once pr is drained.
+func parse(pr *io.PipeReader) <-chan parsed {
+	done := make(chan parsed, 1)
+	go func() {
+		// Large reads: the parser skips layer data in small chunks, and every
+		// read of an io.Pipe is a goroutine handoff.
+		br := bufio.NewReaderSize(pr, 1<<20)
+		info, err := archive.Read(br)
+		if err == nil {
+			_, err = io.Copy(io.Discard, br) // padding after the end-of-archive marker
+		}
+		pr.CloseWithError(err)
+		done <- parsed{info, err}
+	}()
+	return done
+}
+
+// newEntry is the manifest entry for a tar of digest d and size bytes,
+// stored in stored bytes, under n.
+func (c *Cache) newEntry(n naming.Name, info *archive.Info, d digest.Digest, size, stored int64) manifest.Entry {
 	img := info.Images[0]
 	now := c.opt.Now().UTC()
 	return manifest.Entry{
 		Name:           n.String(),
-		Digest:         in.Digest,
-		Size:           in.Size,
-		StoredSize:     in.Stored,
+		Digest:         d,
+		Size:           size,
+		StoredSize:     stored,
 		Format:         string(info.Format),
 		ImageID:        img.ID.String(),
 		RepoTags:       img.RepoTags,
@@ -157,6 +194,9 @@ func (c *Cache) newEntry(n naming.Name, in *cas.Ingested, info *archive.Info) ma
 func (c *Cache) record(ctx context.Context, n naming.Name, e manifest.Entry) (*PutResult, error) {
 	res := &PutResult{Entry: e}
 	err := c.updateThen(ctx, func(m *manifest.Manifest) error {
+		if e.Split() && !m.Layered() {
+			return fmt.Errorf("the manifest is of schema %d, which holds whole tars only, but this cache has a layer store: %w (imgcache migrate converts it)", m.Version, errdefs.ErrCorrupt)
+		}
 		if old, ok := m.Entries[e.Name]; ok {
 			e.Pinned = old.Pinned
 			if old.Digest != e.Digest {
@@ -169,7 +209,7 @@ func (c *Cache) record(ctx context.Context, n naming.Name, e manifest.Entry) (*P
 		m.Entries[e.Name] = &e
 		return nil
 	}, func(*manifest.Manifest) {
-		if err := c.setLink(n, e.Digest); err != nil {
+		if err := c.setLink(n, linkTargetOf(&e)); err != nil {
 			c.opt.Log.Warn("name link not updated; imgcache verify will fix it", "name", n.String(), "err", err)
 		}
 	})

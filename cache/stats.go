@@ -33,7 +33,7 @@ type Counters struct {
 	Evictions         int64     `json:"evictions"`          // names dropped by gc
 	IntegrityFailures int64     `json:"integrity_failures"` // blobs that failed verification
 	BytesIngested     int64     `json:"bytes_ingested"`     // uncompressed bytes put or saved
-	BytesLoaded       int64     `json:"bytes_loaded"`       // uncompressed bytes streamed into the daemon
+	BytesLoaded       int64     `json:"bytes_loaded"`       // archive bytes sent to the daemon
 	BytesReclaimed    int64     `json:"bytes_reclaimed"`    // stored bytes gc deleted (blobs and dead ingests)
 	Since             time.Time `json:"since"`              // when counting began
 }
@@ -44,10 +44,16 @@ type StatsReport struct {
 	Counters    Counters `json:"counters"`
 	Entries     int      `json:"entries"`
 	Pinned      int      `json:"pinned"`
-	Blobs       int      `json:"blobs"`
+	Blobs       int      `json:"blobs"`        // blobs on disk: whole tars, skeletons and layers
+	LayerBlobs  int      `json:"layer_blobs"`  // of which in the layer store
 	StoredBytes int64    `json:"stored_bytes"` // bytes of all blobs on disk
-	RawBytes    int64    `json:"raw_bytes"`    // uncompressed bytes of the blobs entries name
-	Ratio       float64  `json:"compression_ratio"`
+	// SharedBytes is the stored bytes of blobs that more than one distinct
+	// tar uses (layers of a common base): stored once, counted once here.
+	SharedBytes int64 `json:"shared_bytes"`
+	RawBytes    int64 `json:"raw_bytes"` // uncompressed bytes of the distinct tars entries name
+	// Ratio is the stored bytes of the blobs entries use over RawBytes:
+	// below the compression ratio when layers are shared.
+	Ratio float64 `json:"compression_ratio"`
 }
 
 func (c *Cache) statsPath() string { return filepath.Join(c.dir, "stats.json") }
@@ -95,26 +101,43 @@ func (c *Cache) Stats(ctx context.Context) (*StatsReport, error) {
 	}
 	rep := &StatsReport{Dir: c.dir, Counters: c.readCounters(), Entries: len(m.Entries)}
 	raw := map[string]int64{}
+	users := map[string]map[string]bool{} // blob key → the tars that use it
 	for _, e := range m.Entries {
 		raw[e.Digest.String()] = e.Size
 		if e.Pinned {
 			rep.Pinned++
+		}
+		head, parts := entryKeys(e)
+		for _, k := range append(parts, head) {
+			if users[k] == nil {
+				users[k] = map[string]bool{}
+			}
+			users[k][e.Digest.String()] = true
 		}
 	}
 	for _, n := range raw {
 		rep.RawBytes += n
 	}
 	var storedNamed int64
-	err = c.blobs.Walk(func(i cas.Info) error {
-		rep.Blobs++
-		rep.StoredBytes += i.Stored
-		if _, ok := raw[i.Digest.String()]; ok {
-			storedNamed += i.Stored
+	for _, store := range c.stores() {
+		err = store.Walk(func(i cas.Info) error {
+			key := c.blobKey(store, i.Digest)
+			rep.Blobs++
+			if store == c.layers {
+				rep.LayerBlobs++
+			}
+			rep.StoredBytes += i.Stored
+			if u := users[key]; len(u) > 0 {
+				storedNamed += i.Stored
+				if len(u) > 1 {
+					rep.SharedBytes += i.Stored
+				}
+			}
+			return nil
+		}, nil)
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	}, nil)
-	if err != nil {
-		return nil, err
 	}
 	if rep.RawBytes > 0 {
 		rep.Ratio = float64(storedNamed) / float64(rep.RawBytes)
@@ -143,14 +166,16 @@ func WritePrometheus(w io.Writer, r *StatsReport) error {
 		{"imgcache_evictions_total", counter, "names evicted by gc", float64(c.Evictions)},
 		{"imgcache_integrity_failures_total", counter, "blobs that failed verification", float64(c.IntegrityFailures)},
 		{"imgcache_ingested_bytes_total", counter, "uncompressed bytes ingested", float64(c.BytesIngested)},
-		{"imgcache_loaded_bytes_total", counter, "uncompressed bytes streamed into the daemon", float64(c.BytesLoaded)},
+		{"imgcache_loaded_bytes_total", counter, "uncompressed archive bytes sent to the daemon (only the missing layers of a partial load)", float64(c.BytesLoaded)},
 		{"imgcache_reclaimed_bytes_total", counter, "stored bytes reclaimed by gc", float64(c.BytesReclaimed)},
 		{"imgcache_entries", gauge, "names in the cache", float64(r.Entries)},
 		{"imgcache_pinned_entries", gauge, "pinned names", float64(r.Pinned)},
 		{"imgcache_blobs", gauge, "blobs on disk", float64(r.Blobs)},
 		{"imgcache_stored_bytes", gauge, "bytes of all blobs on disk", float64(r.StoredBytes)},
-		{"imgcache_raw_bytes", gauge, "uncompressed bytes of the named blobs", float64(r.RawBytes)},
-		{"imgcache_compression_ratio", gauge, "stored bytes over raw bytes of the named blobs", r.Ratio},
+		{"imgcache_layer_blobs", gauge, "blobs in the layer store (skeletons and layers)", float64(r.LayerBlobs)},
+		{"imgcache_shared_bytes", gauge, "stored bytes of blobs more than one distinct image uses", float64(r.SharedBytes)},
+		{"imgcache_raw_bytes", gauge, "uncompressed bytes of the distinct tars the names hold", float64(r.RawBytes)},
+		{"imgcache_compression_ratio", gauge, "stored bytes of the blobs names use over their raw bytes", r.Ratio},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
 	dir := strings.ToValidUTF8(r.Dir, "\uFFFD")

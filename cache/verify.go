@@ -17,6 +17,7 @@ import (
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
+	"github.com/imgcache/imgcache/skeleton"
 )
 
 // ProblemKind names what Verify found. The strings are part of the CLI's
@@ -107,9 +108,10 @@ func (r *VerifyReport) add(p Problem) { r.Problems = append(r.Problems, p) }
 // confirmed against the manifest as it is once hashing is done.
 type finding struct {
 	Problem
-	digest      digest.Digest
-	quarantined bool // the bad blob was moved to quarantine/ by this verify
-	drop        bool // with repair, the entry goes
+	digest      digest.Digest // the entry's
+	blob        blobRef       // the blob found wrong
+	quarantined bool          // the bad blob was moved to quarantine/ by this verify
+	drop        bool          // with repair, the entry goes
 }
 
 // Verify re-hashes the blobs of the named entries (all when names is empty)
@@ -177,15 +179,39 @@ func selectEntries(m *manifest.Manifest, names []naming.Name) ([]*manifest.Entry
 	return selected, nil
 }
 
-// hashEntries hashes each distinct blob of the selected entries once and
-// returns what it found wrong with each entry, still to be confirmed.
-func (c *Cache) hashEntries(ctx context.Context, selected []*manifest.Entry, repair bool, rep *VerifyReport) ([]finding, error) {
-	type verdict struct {
-		size        int64
-		err         error
-		quarantined bool
+// blobRef is one blob an entry uses: in which store, and the size the
+// manifest records for it.
+type blobRef struct {
+	store Blobs
+	d     digest.Digest
+	size  int64
+}
+
+// entryBlobs are the blobs of e: its whole tar, or its skeleton and pieces.
+func (c *Cache) entryBlobs(e *manifest.Entry) []blobRef {
+	if !e.Split() {
+		return []blobRef{{c.blobs, e.Digest, e.Size}}
 	}
-	verdicts := map[digest.Digest]verdict{}
+	refs := []blobRef{{c.layers, e.Skeleton.Digest, e.Skeleton.Size}}
+	for _, p := range e.Pieces {
+		refs = append(refs, blobRef{c.layers, p.Digest, p.Size})
+	}
+	return refs
+}
+
+// verdict is what hashing one blob found.
+type verdict struct {
+	size        int64
+	err         error
+	quarantined bool
+}
+
+// hashEntries hashes each distinct blob of the selected entries once and
+// returns what it found wrong with each entry, still to be confirmed. A
+// split entry whose blobs are all sound must also be described by its
+// skeleton: the tar's digest and size, and no piece it does not list.
+func (c *Cache) hashEntries(ctx context.Context, selected []*manifest.Entry, repair bool, rep *VerifyReport) ([]finding, error) {
+	verdicts := map[string]verdict{}
 	var found []finding
 	for _, e := range selected {
 		about := Problem{Name: e.Name, Digest: e.Digest.String()}
@@ -194,35 +220,92 @@ func (c *Cache) hashEntries(ctx context.Context, selected []*manifest.Entry, rep
 			found = append(found, finding{Problem: about, digest: e.Digest})
 			continue
 		}
-		v, done := verdicts[e.Digest]
+		if e.Split() && c.layers == nil {
+			about.Kind, about.Detail, about.Path = ProblemMissingBlob, "split entry, but the cache has no layer store", filepath.Join(c.dir, layerDir)
+			found = append(found, finding{Problem: about, digest: e.Digest, drop: repair})
+			continue
+		}
+		f, bad, err := c.hashEntry(ctx, e, about, verdicts, rep)
+		if err != nil {
+			return nil, err
+		}
+		if bad {
+			f.drop = f.drop && repair
+			found = append(found, f)
+		}
+	}
+	return found, nil
+}
+
+// hashEntry hashes e's blobs not hashed yet and returns the first problem.
+func (c *Cache) hashEntry(ctx context.Context, e *manifest.Entry, about Problem, verdicts map[string]verdict, rep *VerifyReport) (finding, bool, error) {
+	for _, b := range c.entryBlobs(e) {
+		key := c.blobKey(b.store, b.d)
+		v, done := verdicts[key]
 		if !done {
-			size, quarantined, err := c.hashBlob(ctx, e.Digest)
+			size, quarantined, err := c.hashBlob(ctx, b.store, b.d)
 			if err != nil && ctx.Err() != nil {
-				return nil, ctx.Err()
+				return finding{}, false, ctx.Err()
 			}
 			v = verdict{size, err, quarantined}
-			verdicts[e.Digest] = v
+			verdicts[key] = v
 			if err == nil {
 				rep.Blobs++
 				rep.Bytes += size
 			}
 		}
-		f := finding{Problem: about, digest: e.Digest, quarantined: v.quarantined}
+		f := finding{Problem: about, digest: e.Digest, blob: b, quarantined: v.quarantined}
+		if e.Split() {
+			f.Detail = "blob " + b.d.String() + ": "
+		}
 		switch {
-		case v.err == nil && v.size != e.Size:
-			f.Kind, f.Detail = ProblemSize, fmt.Sprintf("blob holds %d bytes, manifest says %d", v.size, e.Size)
+		case v.err == nil && v.size != b.size:
+			f.Kind, f.Detail = ProblemSize, f.Detail+fmt.Sprintf("blob holds %d bytes, manifest says %d", v.size, b.size)
 		case v.err == nil:
 			continue
 		case errors.Is(v.err, errdefs.ErrNotFound):
-			f.Kind, f.Detail, f.drop = ProblemMissingBlob, "blob is missing", repair
+			f.Kind, f.Detail, f.drop = ProblemMissingBlob, f.Detail+"blob is missing", true
 		case errors.Is(v.err, errdefs.ErrIntegrity):
-			f.Kind, f.Detail, f.drop = ProblemMismatch, v.err.Error(), repair
+			f.Kind, f.Detail, f.drop = ProblemMismatch, f.Detail+v.err.Error(), true
 		default:
-			return nil, v.err
+			return finding{}, false, v.err
 		}
-		found = append(found, f)
+		return f, true, nil
 	}
-	return found, nil
+	if !e.Split() {
+		return finding{}, false, nil
+	}
+	if err := c.checkSkeleton(e); err != nil {
+		f := finding{Problem: about, digest: e.Digest, blob: blobRef{c.layers, e.Skeleton.Digest, e.Skeleton.Size}, drop: true}
+		f.Kind, f.Detail = ProblemMismatch, "the skeleton does not reassemble this entry: "+err.Error()
+		return f, true, nil
+	}
+	return finding{}, false, nil
+}
+
+// checkSkeleton checks that e's skeleton describes e's tar from e's pieces.
+func (c *Cache) checkSkeleton(e *manifest.Entry) error {
+	skel, err := c.readSkeleton(*e)
+	if err != nil {
+		return err
+	}
+	v, err := skeleton.NewView(skel, nil)
+	if err != nil {
+		return err
+	}
+	if end := v.Tar(); end.Digest != e.Digest || end.Size != e.Size {
+		return fmt.Errorf("it describes a tar %s of %d bytes, the manifest says %s of %d", end.Digest, end.Size, e.Digest, e.Size)
+	}
+	pieces := map[digest.Digest]int64{}
+	for _, p := range e.Pieces {
+		pieces[p.Digest] = p.Size
+	}
+	for _, r := range v.Refs() {
+		if size, ok := pieces[r.Digest]; !ok || size != r.Size {
+			return fmt.Errorf("it needs a piece %s of %d bytes the manifest does not list", r.Digest, r.Size)
+		}
+	}
+	return nil
 }
 
 // commitVerify confirms the findings against the current manifest, drops
@@ -271,14 +354,18 @@ func (c *Cache) confirm(now *manifest.Manifest, f *finding) bool {
 	if cur == nil || cur.Digest != f.digest {
 		return false // removed, evicted or re-put meanwhile
 	}
+	store := f.blob.store
+	if store == nil {
+		return true
+	}
 	if f.Kind == ProblemMissingBlob || (f.Kind == ProblemMismatch && f.quarantined) {
-		if _, err := c.blobs.Stat(f.digest); err == nil {
+		if _, err := store.Stat(f.blob.d); err == nil {
 			return false // ingested again (verified on the way) since
 		}
 	}
 	if f.Kind == ProblemMissingBlob {
-		if q := c.blobs.Quarantined(f.digest); q != "" {
-			f.Kind, f.Detail = ProblemQuarantined, "blob failed verification earlier and is in quarantine: "+q
+		if q := store.Quarantined(f.blob.d); q != "" {
+			f.Kind, f.Detail = ProblemQuarantined, "blob "+f.blob.d.String()+" failed verification earlier and is in quarantine: "+q
 		}
 	}
 	return true
@@ -289,14 +376,14 @@ var errNoWrite = errors.New("manifest unchanged")
 
 // hashBlob re-hashes one blob under its shared lock and quarantines it on a
 // mismatch (quarantined: it was moved). It returns the uncompressed size.
-func (c *Cache) hashBlob(ctx context.Context, d digest.Digest) (size int64, quarantined bool, err error) {
+func (c *Cache) hashBlob(ctx context.Context, store Blobs, d digest.Digest) (size int64, quarantined bool, err error) {
 	lctx, cancel := c.lockCtx(ctx)
-	lock, err := c.blobs.Lock(lctx, d, false)
+	lock, err := store.Lock(lctx, d, false)
 	cancel()
 	if err != nil {
 		return 0, false, err
 	}
-	r, err := c.blobs.Open(d)
+	r, err := store.Open(d)
 	if err != nil {
 		lock.Release()
 		return 0, false, err
@@ -310,8 +397,8 @@ func (c *Cache) hashBlob(ctx context.Context, d digest.Digest) (size int64, quar
 	}
 	// Quarantine under the exclusive lock, unless someone is using it.
 	c.count(func(s *Counters) { s.IntegrityFailures++ })
-	if xl, ok, lerr := c.blobs.TryLock(d, true); lerr == nil && ok {
-		if dst, qerr := c.blobs.Quarantine(d); qerr == nil {
+	if xl, ok, lerr := store.TryLock(d, true); lerr == nil && ok {
+		if dst, qerr := store.Quarantine(d); qerr == nil {
 			err, quarantined = fmt.Errorf("%w; moved to %s", err, dst), true
 		}
 		xl.Release()
@@ -350,7 +437,7 @@ func (c *Cache) checkLink(e *manifest.Entry, rep *VerifyReport) {
 	}
 	p := c.linkPath(n)
 	cur, err := os.Readlink(p)
-	if err == nil && cur == linkTarget(e.Digest) {
+	if err == nil && cur == linkTargetOf(e) {
 		return
 	}
 	detail := "link missing"
@@ -360,7 +447,7 @@ func (c *Cache) checkLink(e *manifest.Entry, rep *VerifyReport) {
 		rep.add(Problem{Kind: ProblemStrayFile, Name: e.Name, Path: p, Detail: "not a symlink; left alone (remove it by hand)"})
 		return
 	}
-	ferr := c.setLink(n, e.Digest)
+	ferr := c.setLink(n, linkTargetOf(e))
 	rep.add(Problem{Kind: ProblemLink, Name: e.Name, Path: p, Detail: detail + "; re-linked", Fixed: ferr == nil})
 }
 
@@ -398,18 +485,28 @@ func (c *Cache) removeStrayLinks(m *manifest.Manifest, rep *VerifyReport) {
 
 // checkBlobs notes blobs no entry names (gc reclaims them) and stray files.
 func (c *Cache) checkBlobs(m *manifest.Manifest, rep *VerifyReport) {
-	named := map[digest.Digest]bool{}
+	named := map[string]bool{}
 	for _, e := range m.Entries {
-		named[e.Digest] = true
-	}
-	_ = c.blobs.Walk(func(i cas.Info) error {
-		if !named[i.Digest] {
-			rep.add(Problem{Kind: ProblemUnreferenced, Digest: i.Digest.String(), Detail: "no name points at this blob; gc reclaims it"})
+		head, parts := entryKeys(e)
+		named[head] = true
+		for _, k := range parts {
+			named[k] = true
 		}
-		return nil
-	}, func(p string) {
-		rep.add(Problem{Kind: ProblemStrayFile, Path: p, Detail: "unexpected file under blobs/; left alone"})
-	})
+	}
+	for _, store := range c.stores() {
+		where := "blobs/"
+		if store == c.layers {
+			where = layerDir + "/blobs/"
+		}
+		_ = store.Walk(func(i cas.Info) error {
+			if !named[c.blobKey(store, i.Digest)] {
+				rep.add(Problem{Kind: ProblemUnreferenced, Digest: i.Digest.String(), Path: where, Detail: "no entry uses this blob; gc reclaims it"})
+			}
+			return nil
+		}, func(p string) {
+			rep.add(Problem{Kind: ProblemStrayFile, Path: p, Detail: "unexpected file under " + where + "; left alone"})
+		})
+	}
 }
 
 // repairManifest replaces a corrupt manifest with one derived from the name
@@ -442,6 +539,9 @@ func (c *Cache) repairManifest(ctx context.Context, rep *VerifyReport) (*manifes
 // each blob (which verifies it); links it could not use are reported.
 func (c *Cache) deriveManifest(ctx context.Context) (*manifest.Manifest, []Problem) {
 	m := manifest.New()
+	if c.layers == nil {
+		m.Version = manifest.WholeTarSchema // older binaries share this cache
+	}
 	var lost []Problem
 	links, _ := filepath.Glob(filepath.Join(c.dir, "names", "*", "*.tar.zst"))
 	sort.Strings(links)
@@ -455,10 +555,15 @@ func (c *Cache) deriveManifest(ctx context.Context) (*manifest.Manifest, []Probl
 			continue
 		}
 		d, ok := cas.ParseRelPath(target)
-		if !ok || target != linkTarget(d) {
+		if !ok || (target != linkTarget(d) && target != layerLinkTarget(d)) {
 			continue
 		}
-		e, err := c.entryFromBlob(ctx, n, d)
+		var e *manifest.Entry
+		if target == layerLinkTarget(d) {
+			e, err = c.entryFromSkeleton(ctx, n, d)
+		} else {
+			e, err = c.entryFromBlob(ctx, n, d)
+		}
 		if err != nil {
 			lost = append(lost, Problem{Kind: ProblemStrayLink, Name: n.String(), Path: p, Detail: "not recovered: " + err.Error()})
 			continue
@@ -501,6 +606,86 @@ func (c *Cache) entryFromBlob(ctx context.Context, n naming.Name, d digest.Diges
 		ImageID: img.ID.String(), RepoTags: img.RepoTags, OS: img.OS, Arch: img.Architecture, Variant: img.Variant,
 		MetadataOffset: info.MetadataOffset, Created: img.Created, Added: t, LastUsed: t,
 	}, nil
+}
+
+// entryFromSkeleton re-derives a split entry from its skeleton d: the
+// archive parser reads the reassembled tar (every piece verified on the
+// way) and the skeleton's headers name the pieces.
+func (c *Cache) entryFromSkeleton(ctx context.Context, n naming.Name, d digest.Digest) (*manifest.Entry, error) {
+	if c.layers == nil {
+		return nil, fmt.Errorf("the link leads into %s/, which this cache lacks", layerDir)
+	}
+	lock, err := c.headLock(ctx, manifest.Entry{Name: n.String(), Skeleton: &manifest.Blob{Digest: d}}, false)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	st, err := c.layers.Stat(d)
+	if err != nil {
+		return nil, err
+	}
+	r, err := c.layers.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	skel, err := io.ReadAll(io.LimitReader(r, skeleton.MaxViewLiterals+(1<<20)))
+	r.Close()
+	if err != nil {
+		return nil, err
+	}
+	named, err := skeleton.Named(skel)
+	if err != nil {
+		return nil, err
+	}
+	e := &manifest.Entry{Name: n.String(), Skeleton: &manifest.Blob{Digest: d, Size: int64(len(skel)), StoredSize: st.Stored}}
+	unlock, err := c.lockPieces(ctx, manifest.Entry{Pieces: piecesOf(named)})
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	v, err := skeleton.NewView(skel, func(d digest.Digest) (io.ReadCloser, error) { return c.layers.Open(d) })
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	info, err := archive.Read(v)
+	if err == nil {
+		_, err = io.Copy(io.Discard, v)
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.StoredSize = st.Stored
+	for _, p := range piecesOf(named) {
+		pst, err := c.layers.Stat(p.Digest)
+		if err != nil {
+			return nil, err
+		}
+		p.StoredSize = pst.Stored
+		e.Pieces = append(e.Pieces, p)
+		e.StoredSize += pst.Stored
+	}
+	img := info.Images[0]
+	t := st.ModTime.UTC()
+	end := v.Tar()
+	e.Digest, e.Size, e.Format = end.Digest, end.Size, string(info.Format)
+	e.ImageID, e.RepoTags, e.OS, e.Arch, e.Variant = img.ID.String(), img.RepoTags, img.OS, img.Architecture, img.Variant
+	e.MetadataOffset, e.Created, e.Added, e.LastUsed = info.MetadataOffset, img.Created, t, t
+	e.Layers = layersOf(info, named)
+	return e, nil
+}
+
+// piecesOf lists the distinct payloads of refs, in order of first use.
+func piecesOf(refs []skeleton.Ref) []manifest.Blob {
+	seen := map[digest.Digest]bool{}
+	var out []manifest.Blob
+	for _, r := range refs {
+		if !seen[r.Digest] {
+			seen[r.Digest] = true
+			out = append(out, manifest.Blob{Digest: r.Digest, Size: r.Size})
+		}
+	}
+	return out
 }
 
 // linkName is the name a path under names/<project>/ stands for, if it is

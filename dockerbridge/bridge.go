@@ -29,9 +29,10 @@ type Bridge struct {
 	host string
 	api  string
 
-	mu   sync.Mutex // guards os and arch, asked once
-	os   string
-	arch string
+	mu        sync.Mutex // guards os, arch and storeKind, asked once
+	os        string
+	arch      string
+	storeKind string
 }
 
 // Connect makes a client from the environment (DOCKER_HOST, DOCKER_CERT_PATH,

@@ -93,6 +93,20 @@ func removeBuilt(t *testing.T, dir string, names ...string) {
 		for _, b := range blobs {
 			mine["sha256:"+strings.TrimSuffix(filepath.Base(b), ".tar.zst")] = true
 		}
+		// In a layered cache the blobs are skeletons and layers: the tars'
+		// digests are in the manifest (and, for removed names, in the
+		// skeletons' end records, which this cleanup need not read: removed
+		// bases' children are removed through the names still there).
+		var digests struct {
+			Entries map[string]struct {
+				Digest string `json:"digest"`
+			} `json:"entries"`
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil && json.Unmarshal(b, &digests) == nil {
+			for _, e := range digests.Entries {
+				mine[e.Digest] = true
+			}
+		}
 		for _, n := range names {
 			imgs, err := docker.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(
 				filters.Arg("reference", "imgcache/"+n), filters.Arg("label", "org.imgcache.base.digest"))})
@@ -677,7 +691,7 @@ func TestGetBuildConcurrentMissBuildsOnce(t *testing.T) {
 
 func TestGetBuildLostBlob(t *testing.T) {
 	needDocker(t)
-	dir := t.TempDir()
+	dir := wholeTarDir(t)
 	putBase(t, dir, capyBase)
 	removeBuilt(t, dir, capyGCC)
 	must(t, dir, "build", capyGCC, "--base", capyBase, buildContext(t, map[string]string{"gcc.txt": "gcc15\n"}))

@@ -116,7 +116,7 @@ func TestMinFreeEvictsExactlyTheLRUEntriesNeeded(t *testing.T) {
 // TestGCSkipsABlobAnotherProcessHolds: a reader in another process keeps its
 // blob; gc evicts the rest and reports the skip.
 func TestGCSkipsABlobAnotherProcessHolds(t *testing.T) {
-	dir := t.TempDir()
+	dir := wholeTarDir(t)
 	digests := map[string]string{}
 	for _, n := range []string{"capy-ubuntu-25.04-held", "capy-ubuntu-25.04-free1", "capy-ubuntu-25.04-free2"} {
 		img, _ := genImage(t, testimage.Options{})

@@ -151,7 +151,7 @@ func TestTamperedBlobIsNeverLoaded(t *testing.T) {
 	needDocker(t)
 	for _, tc := range tamperCases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir := wholeTarDir(t)
 			tarPath, img := genImage(t, testimage.Options{})
 			name := "capy-ubuntu-25.04-tamper"
 			digest := strings.TrimPrefix(must(t, dir, "put", name, tarPath), "sha256:")
@@ -188,7 +188,7 @@ func TestTamperedBlobIsNeverLoaded(t *testing.T) {
 
 func TestTruncatedBlobIsNeverLoaded(t *testing.T) {
 	needDocker(t)
-	dir := t.TempDir()
+	dir := wholeTarDir(t)
 	tarPath, img := genImage(t, testimage.Options{})
 	name := "capy-ubuntu-25.04-trunc"
 	digest := strings.TrimPrefix(must(t, dir, "put", name, tarPath), "sha256:")
@@ -421,7 +421,7 @@ func TestMetadataFarFromTheEnd(t *testing.T) {
 		}
 	})
 	t.Run("tampered", func(t *testing.T) {
-		dir := t.TempDir()
+		dir := wholeTarDir(t)
 		tarPath, img := genImage(t, testimage.Options{MetadataFirst: true, FileSize: 64 << 10})
 		digest := strings.TrimPrefix(must(t, dir, "put", "capy-ubuntu-25.04-metafirst", tarPath), "sha256:")
 		swapBlob(t, dir, digest, tarPath, tamperCases[0].tamper)
@@ -442,7 +442,7 @@ func TestMetadataFarFromTheEnd(t *testing.T) {
 // intact: the content, not the cache, is wrong).
 func TestDaemonRejectsArchive(t *testing.T) {
 	needDocker(t)
-	dir := t.TempDir()
+	dir := wholeTarDir(t)
 	tarPath, img := genImage(t, testimage.Options{})
 	lastLayer = findLastLayer(t, tarPath)
 	bad := filepath.Join(t.TempDir(), "bad.tar")

@@ -198,3 +198,23 @@ func loadsBetween(t *testing.T, since, until time.Time) int {
 }
 
 var imageRemoveOpts = image.RemoveOptions{}
+
+// wholeTarDir is a new cache directory of the whole-tar schema (manifest
+// version 1), as imgcache releases before the layer store leave one: the
+// tests that reach into blobs/ run there (layers_test.go covers the layer
+// store the same ways).
+func wholeTarDir(t *testing.T) string {
+	t.Helper()
+	return wholeTarAt(t, t.TempDir())
+}
+
+func wholeTarAt(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(`{"version":1,"entries":{}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

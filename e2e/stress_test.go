@@ -352,7 +352,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
-	dir := filepath.Join(mnt, "cache")
+	dir := wholeTarAt(t, filepath.Join(mnt, "cache"))
 	small, _ := genImage(t, testimage.Options{FileSize: 64 << 10})
 	must(t, dir, "put", "capy-ubuntu-25.04-small", small)
 	big, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 5, FileSize: 1 << 20}) // 10 MiB incompressible
@@ -374,7 +374,7 @@ func TestDiskFull(t *testing.T) {
 // TestInterruptDuringLockWait: Ctrl-C ends a lock wait at once with exit 130
 // and leaves nothing behind.
 func TestInterruptDuringLockWait(t *testing.T) {
-	dir := t.TempDir()
+	dir := wholeTarDir(t)
 	img, _ := genImage(t, testimage.Options{})
 	must(t, dir, "ls")
 	holder := exec.Command(os.Args[0], "-test.run=^TestHelperHoldLock$")

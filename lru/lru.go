@@ -14,9 +14,13 @@ import (
 // Entry is one cache name.
 type Entry struct {
 	Name     string
-	Blob     string    // key of the blob the name points at (a digest string)
+	Blob     string    // key of the blob the name points at (a digest string): its head
 	LastUsed time.Time // put, save, get, export, build count as uses
 	Pinned   bool
+	// Parts are further blobs the name needs besides its head (the layers
+	// of a split entry), which other heads may share. A part is deleted
+	// when no head that keeps a name needs it any more.
+	Parts []string
 }
 
 // Blob is one stored blob.
@@ -62,7 +66,11 @@ type Victim struct {
 	// Blob deleted by this step, "" when the blob survives (other names still
 	// point at it, or it is in use).
 	Blob string
-	// Freed is the bytes credited: the blob's Size when Blob != "", else 0.
+	// Parts are the part blobs this step deletes: those no remaining
+	// name needs once Names are dropped (and not in use).
+	Parts []string
+	// Freed is the bytes credited: the sizes of Blob (when not "") and
+	// Parts.
 	Freed int64
 	// LastUsed is the latest use among Names (for a whole-blob eviction, the
 	// blob's recency); zero for orphans.
@@ -84,6 +92,10 @@ type Shortfall struct {
 	// use, and (not expected) any others.
 	Pinned Held `json:"pinned"`
 	InUse  Held `json:"in_use"`
+	// Shared is what entries hold whose eviction would free none of their
+	// parts (every one is needed by another entry too): evicting them
+	// would lose an image and gain next to nothing.
+	Shared Held `json:"shared"`
 	Other  Held `json:"other"`
 	// Outside is what would still be missing with every kept blob gone:
 	// space used outside the cache (min-free only).
@@ -105,6 +117,9 @@ type Plan struct {
 	FreeAfter    int64    // Free + Freed (only meaningful with MinFree)
 	Shortfalls   []Shortfall
 	Skipped      []string // blob keys that would have gone but are in use or pinned, for the report
+	// Shared are the names kept because evicting them would free none of
+	// their parts (see [Shortfall.Shared]), sorted.
+	Shared []string
 }
 
 // Deleted reports the keys of the blobs the plan deletes, in plan order.
@@ -114,6 +129,7 @@ func (p Plan) Deleted() []string {
 		if v.Blob != "" {
 			keys = append(keys, v.Blob)
 		}
+		keys = append(keys, v.Parts...)
 	}
 	return keys
 }
@@ -165,7 +181,10 @@ func (l Limits) target() int64 {
 type blobInfo struct {
 	Blob
 	names   []*Entry // sorted by name
+	parts   []string // union of the names' parts, sorted (heads)
+	users   int      // heads with names that need this blob as a part
 	deleted bool
+	shared  bool      // kept: its eviction would free none of its parts (step 3)
 	pinned  bool      // some remaining name is pinned (set in step 3)
 	recency time.Time // latest use among remaining names (set in step 3)
 }
@@ -216,6 +235,11 @@ func index(s State, l Limits) (map[string]*blobInfo, error) {
 			continue
 		}
 		b.names = append(b.names, e)
+		for _, p := range e.Parts {
+			if blobs[p] == nil {
+				probs = append(probs, fmt.Sprintf("name %s needs part %q, which is not on disk", e.Name, p))
+			}
+		}
 	}
 	if l.MinFree > 0 && s.Free < 0 {
 		probs = append(probs, fmt.Sprintf("free space is negative (%d)", s.Free))
@@ -234,6 +258,18 @@ func index(s State, l Limits) (map[string]*blobInfo, error) {
 	}
 	for _, b := range blobs {
 		slices.SortFunc(b.names, func(x, y *Entry) int { return strings.Compare(x.Name, y.Name) })
+		for _, e := range b.names {
+			b.parts = append(b.parts, e.Parts...)
+		}
+		slices.Sort(b.parts)
+		b.parts = slices.Compact(b.parts)
+	}
+	for _, b := range blobs {
+		if len(b.names) > 0 {
+			for _, p := range b.parts {
+				blobs[p].users++
+			}
+		}
 	}
 	return blobs, nil
 }
@@ -288,14 +324,51 @@ func (pl *planner) skip(key string) {
 	}
 }
 
-// act records v, deleting and crediting b unless it is in use.
+// act records v, which drops b's last names: b is deleted and credited
+// unless it is in use, and so is each of its parts no other head needs.
 func (pl *planner) act(b *blobInfo, v Victim) {
 	if !b.InUse {
 		b.deleted = true
 		v.Blob, v.Freed = b.Key, b.Size
-		pl.p.Freed += b.Size
 	}
+	v.Parts, v.Freed = pl.release(b, v.Parts, v.Freed)
+	pl.p.Freed += v.Freed
 	pl.p.Victims = append(pl.p.Victims, v)
+}
+
+// release drops head b's claim on its parts, deleting those nobody else
+// needs (unless in use: those are orphans for a later gc).
+func (pl *planner) release(b *blobInfo, parts []string, freed int64) ([]string, int64) {
+	for _, k := range b.parts {
+		p := pl.blobs[k]
+		p.users--
+		if p.users > 0 || p.deleted || len(p.names) > 0 {
+			continue
+		}
+		if p.InUse {
+			pl.skip(k)
+			continue
+		}
+		p.deleted = true
+		parts = append(parts, k)
+		freed += p.Size
+	}
+	b.parts = nil
+	return parts, freed
+}
+
+// frees is what evicting head b would free now: its own size unless in
+// use, and its parts nobody else needs and nobody uses.
+func (pl *planner) frees(b *blobInfo) (head, parts int64) {
+	if !b.InUse {
+		head = b.Size
+	}
+	for _, k := range b.parts {
+		if p := pl.blobs[k]; p.users == 1 && !p.deleted && !p.InUse && len(p.names) == 0 {
+			parts += p.Size
+		}
+	}
+	return head, parts
 }
 
 // orphans: step 1, blobs no name points at, by key (they have no use to
@@ -303,8 +376,8 @@ func (pl *planner) act(b *blobInfo, v Victim) {
 func (pl *planner) orphans() {
 	for _, k := range pl.keys {
 		b := pl.blobs[k]
-		if len(b.names) > 0 {
-			continue
+		if len(b.names) > 0 || b.users > 0 {
+			continue // named, or a part some named head needs
 		}
 		if b.InUse {
 			pl.skip(k)
@@ -401,25 +474,65 @@ func (pl *planner) sizeAndFree() {
 	slices.SortFunc(cands, func(x, y *blobInfo) int {
 		return cmp.Or(x.recency.Compare(y.recency), strings.Compare(x.Key, y.Key))
 	})
+	// An entry with parts whose eviction would free none of them is put
+	// off (shared): each eviction may free its parts, so the put-off are
+	// tried again, least recent first, before the next candidate.
+	var deferred []*blobInfo
 	for _, b := range cands {
-		overSize := pl.needSize()
-		if !overSize && !pl.needFree() {
+		if !pl.needSize() && !pl.needFree() {
 			break
 		}
 		if b.pinned || b.InUse {
 			pl.skip(b.Key)
 			continue
 		}
-		v := Victim{LastUsed: b.recency, Reason: ReasonMinFree}
-		if overSize {
-			v.Reason = ReasonMaxSize
+		if _, parts := pl.frees(b); len(b.parts) > 0 && parts == 0 {
+			deferred = append(deferred, b)
+			continue
 		}
-		for _, e := range b.names {
-			v.Names = append(v.Names, e.Name)
-		}
-		b.names = nil
-		pl.act(b, v)
+		pl.evict(b)
+		deferred = pl.retry(deferred)
 	}
+	for _, b := range deferred {
+		b.shared = true
+		for _, e := range b.names {
+			pl.p.Shared = append(pl.p.Shared, e.Name)
+		}
+	}
+	slices.Sort(pl.p.Shared)
+}
+
+// retry evicts put-off candidates that free parts now, while a limit is
+// unmet, and returns those still put off.
+func (pl *planner) retry(deferred []*blobInfo) []*blobInfo {
+	for again := true; again; {
+		again = false
+		for i, b := range deferred {
+			if !pl.needSize() && !pl.needFree() {
+				return deferred
+			}
+			if _, parts := pl.frees(b); parts > 0 {
+				deferred = slices.Delete(deferred, i, i+1)
+				pl.evict(b)
+				again = true
+				break
+			}
+		}
+	}
+	return deferred
+}
+
+// evict drops all of head b's names for size or free space.
+func (pl *planner) evict(b *blobInfo) {
+	v := Victim{LastUsed: b.recency, Reason: ReasonMinFree}
+	if pl.needSize() {
+		v.Reason = ReasonMaxSize
+	}
+	for _, e := range b.names {
+		v.Names = append(v.Names, e.Name)
+	}
+	b.names = nil
+	pl.act(b, v)
 }
 
 // shortfalls: step 4, the limits the plan cannot reach, and what holds the
@@ -435,10 +548,25 @@ func (pl *planner) shortfalls() {
 	}
 }
 
+// rank orders the reasons a part is held by, strongest first.
+func rank(sf *Shortfall, h *Held) int {
+	switch h {
+	case &sf.Pinned:
+		return 0
+	case &sf.InUse:
+		return 1
+	case &sf.Shared:
+		return 2
+	}
+	return 3
+}
+
 // shortfall says what holds the bytes still missing for limit: the kept
 // blobs, by why they were kept.
 func shortfall(limit string, blobs map[string]*blobInfo, keys []string, missing int64, outside bool) Shortfall {
 	sf := Shortfall{Limit: limit, Missing: missing}
+	// Parts are held by why their heads are kept.
+	why := map[string]*Held{}
 	for _, k := range keys {
 		b := blobs[k]
 		var h *Held
@@ -449,13 +577,36 @@ func shortfall(limit string, blobs map[string]*blobInfo, keys []string, missing 
 			h = &sf.Pinned
 		case b.InUse:
 			h = &sf.InUse
+		case b.shared:
+			h = &sf.Shared
+		case len(b.names) == 0 && b.users > 0:
+			continue // a part: counted below
 		default: // not expected once everything evictable went; said anyway
 			h = &sf.Other
 		}
 		h.Blobs++
 		h.Bytes += b.Size
+		for _, p := range b.parts {
+			if why[p] == nil || rank(&sf, h) < rank(&sf, why[p]) {
+				why[p] = h
+			}
+		}
 	}
-	if held := sf.Pinned.Bytes + sf.InUse.Bytes + sf.Other.Bytes; outside && held < missing {
+	for _, k := range keys {
+		b := blobs[k]
+		if b.deleted || len(b.names) > 0 || b.users == 0 {
+			continue
+		}
+		h := why[k]
+		if b.InUse {
+			h = &sf.InUse
+		} else if h == nil {
+			h = &sf.Other
+		}
+		h.Blobs++
+		h.Bytes += b.Size
+	}
+	if held := sf.Pinned.Bytes + sf.InUse.Bytes + sf.Shared.Bytes + sf.Other.Bytes; outside && held < missing {
 		sf.Outside = missing - held
 	}
 	return sf

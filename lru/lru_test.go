@@ -661,7 +661,7 @@ func TestComputeDoesNotModifyInput(t *testing.T) {
 		if _, err := Compute(s, l); err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(s.Entries, before.Entries) || !slices.Equal(s.Blobs, before.Blobs) {
+		if !reflect.DeepEqual(s.Entries, before.Entries) || !slices.Equal(s.Blobs, before.Blobs) {
 			t.Fatal("Compute changed its input slices")
 		}
 	}

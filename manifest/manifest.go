@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"time"
 
@@ -21,8 +22,15 @@ import (
 	"github.com/imgcache/imgcache/internal/lockfile"
 )
 
-// SchemaVersion is the manifest schema this code reads and writes.
-const SchemaVersion = 1
+// SchemaVersion is the newest manifest schema this code reads and writes:
+// version 2 adds split entries (a skeleton and layer blobs). A version-1
+// manifest (the whole-tar cache of earlier releases) is read and written
+// as version 1, so that older binaries sharing the cache keep working,
+// until `imgcache migrate` converts it; version 1 holds no split entries.
+const SchemaVersion = 2
+
+// WholeTarSchema is the schema of caches that store whole tars only.
+const WholeTarSchema = 1
 
 // ErrNewerSchema: the manifest was written by a newer imgcache. Repair must
 // not overwrite it; upgrading imgcache is the fix. It is errdefs.ErrNewerSchema
@@ -54,6 +62,55 @@ type Entry struct {
 	Pinned         bool      `json:"pinned"`
 	Base           *Base     `json:"base"`
 	Recipe         *Recipe   `json:"recipe"`
+
+	// Skeleton is set for a split entry (schema 2): the tar is stored as
+	// this skeleton plus the blobs in Pieces, all in the layer store, and
+	// reassembled byte for byte. Nil: the tar is one whole blob, Digest.
+	Skeleton *Blob `json:"skeleton,omitempty"`
+	// Pieces are the payload blobs the skeleton references, each once, in
+	// the order of their first reference.
+	Pieces []Blob `json:"pieces,omitempty"`
+	// Layers are the layers of the archive's image, bottom first, each
+	// with the piece that holds it; empty unless every layer of the
+	// archive's only image is one of Pieces (what a partial load needs).
+	Layers []Layer `json:"layers,omitempty"`
+	// Whole says why an entry of a schema-2 cache is stored whole ("" when
+	// it is split, or in a schema-1 cache).
+	Whole string `json:"whole,omitempty"`
+}
+
+// Blob is one stored piece of a split entry, by the sha256 of its bytes as
+// the archive holds them.
+type Blob struct {
+	Digest     digest.Digest `json:"digest"`
+	Size       int64         `json:"size"`        // bytes in the archive
+	StoredSize int64         `json:"stored_size"` // compressed bytes on disk
+}
+
+// Layer is one image layer of a split entry.
+type Layer struct {
+	Digest    digest.Digest `json:"digest"`  // the piece holding the layer file
+	Size      int64         `json:"size"`    // the layer file's bytes
+	DiffID    digest.Digest `json:"diff_id"` // the config's diff_id (== Digest for an uncompressed layer)
+	MediaType string        `json:"media_type"`
+	Path      string        `json:"path"` // the layer file in the archive
+}
+
+// Split reports whether the entry is stored as a skeleton and pieces.
+func (e *Entry) Split() bool { return e.Skeleton != nil }
+
+// LayerBlobs are the digests of every blob of the layer store a split
+// entry uses: its skeleton, then its pieces.
+func (e *Entry) LayerBlobs() []digest.Digest {
+	if e.Skeleton == nil {
+		return nil
+	}
+	ds := make([]digest.Digest, 0, 1+len(e.Pieces))
+	ds = append(ds, e.Skeleton.Digest)
+	for _, p := range e.Pieces {
+		ds = append(ds, p.Digest)
+	}
+	return ds
 }
 
 // Base records what a derived image was built from.
@@ -90,15 +147,39 @@ func (m *Manifest) Names() []string {
 	return names
 }
 
-// Referenced reports whether any entry points at d.
+// Referenced reports whether any whole-tar entry points at blob d.
 func (m *Manifest) Referenced(d digest.Digest) bool {
 	for _, e := range m.Entries {
-		if e.Digest == d {
+		if !e.Split() && e.Digest == d {
 			return true
 		}
 	}
 	return false
 }
+
+// ReferencedLayer reports whether any split entry uses blob d of the layer
+// store (as its skeleton or a piece).
+func (m *Manifest) ReferencedLayer(d digest.Digest) bool {
+	for _, e := range m.Entries {
+		if e.Split() && slices.Contains(e.LayerBlobs(), d) {
+			return true
+		}
+	}
+	return false
+}
+
+// HasSplit reports whether any entry is split.
+func (m *Manifest) HasSplit() bool {
+	for _, e := range m.Entries {
+		if e.Split() {
+			return true
+		}
+	}
+	return false
+}
+
+// Layered reports whether the manifest's schema has split entries.
+func (m *Manifest) Layered() bool { return m.Version >= SchemaVersion }
 
 // Decode parses a manifest strictly: unknown fields, trailing data, an
 // unknown schema version or an inconsistent entry are errors wrapping
@@ -125,7 +206,7 @@ func decode(data []byte) (*Manifest, error) {
 	if err == nil && len(bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n")) > 0 {
 		err = errors.New("trailing data after the manifest")
 	}
-	if err != nil || m.Version != SchemaVersion {
+	if err != nil || (m.Version != SchemaVersion && m.Version != WholeTarSchema) {
 		return nil, explain(data, err)
 	}
 	if m.Entries == nil {
@@ -134,6 +215,9 @@ func decode(data []byte) (*Manifest, error) {
 	for name, e := range m.Entries {
 		if err := checkEntry(name, e); err != nil {
 			return nil, err
+		}
+		if e.Split() && !m.Layered() {
+			return nil, fmt.Errorf("%w: entry %q is split, which schema version %d cannot hold", errdefs.ErrCorrupt, name, m.Version)
 		}
 	}
 	return m, nil
@@ -158,6 +242,9 @@ func checkEntry(name string, e *Entry) error {
 			return fmt.Errorf("%w: entry %q has bad base digest %q", errdefs.ErrCorrupt, name, e.Base.Digest)
 		}
 	}
+	if err := checkSplit(name, e); err != nil {
+		return err
+	}
 	// Canonical form: what Encode omits decodes as its zero value, so
 	// Decode(Encode(m)) equals m.
 	if len(e.RepoTags) == 0 {
@@ -168,6 +255,57 @@ func checkEntry(name string, e *Entry) error {
 	}
 	if e.Recipe != nil && len(e.Recipe.BuildArgs) == 0 {
 		e.Recipe.BuildArgs = nil
+	}
+	if len(e.Pieces) == 0 {
+		e.Pieces = nil
+	}
+	if len(e.Layers) == 0 {
+		e.Layers = nil
+	}
+	return nil
+}
+
+// checkSplit checks a split entry's blobs: valid sha256 digests, sizes that
+// add up to no more than the tar, pieces listed once, every layer held by
+// a piece of its size. A whole entry must have no pieces or layers.
+func checkSplit(name string, e *Entry) error {
+	bad := func(what string, args ...any) error {
+		return fmt.Errorf("%w: entry %q: %s", errdefs.ErrCorrupt, name, fmt.Sprintf(what, args...))
+	}
+	if e.Skeleton == nil {
+		if len(e.Pieces) > 0 || len(e.Layers) > 0 {
+			return bad("has pieces or layers but no skeleton")
+		}
+		return nil
+	}
+	if e.Whole != "" {
+		return bad("is split and says it is stored whole")
+	}
+	sizes := map[digest.Digest]int64{}
+	total := int64(0)
+	for _, b := range append([]Blob{*e.Skeleton}, e.Pieces...) {
+		if err := b.Digest.Validate(); err != nil || b.Digest.Algorithm() != digest.SHA256 {
+			return bad("has bad blob digest %q", b.Digest)
+		}
+		if b.Size < 0 || b.StoredSize < 0 {
+			return bad("has impossible blob sizes")
+		}
+		if _, dup := sizes[b.Digest]; dup {
+			return bad("lists blob %s twice", b.Digest)
+		}
+		sizes[b.Digest] = b.Size
+		total += b.Size
+	}
+	if total-e.Skeleton.Size > e.Size {
+		return bad("its pieces hold more bytes than the tar")
+	}
+	for i, l := range e.Layers {
+		if size, ok := sizes[l.Digest]; !ok || l.Digest == e.Skeleton.Digest || size != l.Size {
+			return bad("layer %d is not one of its pieces", i)
+		}
+		if err := l.DiffID.Validate(); err != nil {
+			return bad("layer %d has bad diff_id %q", i, l.DiffID)
+		}
 	}
 	return nil
 }
@@ -417,11 +555,34 @@ func readAll(f *os.File) ([]byte, error) {
 }
 
 func (s *Store) write(m *Manifest) error {
-	m.Version = SchemaVersion
+	if m.Version != WholeTarSchema || m.HasSplit() {
+		m.Version = SchemaVersion // ours, unless a schema-1 cache stays one
+	}
 	// Only ever written under the exclusive lock, so a fixed temp name is
 	// safe; a crash leaves at most that file, which the next write truncates.
 	if err := fsutil.WriteAtomic(s.Path(), s.Path()+".tmp", func(w io.Writer) error { return Encode(w, m) }); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
 	return nil
+}
+
+// Create writes an empty manifest of the current schema if there is none,
+// under the exclusive lock, and reports whether the manifest is now of the
+// current schema (false: another imgcache made it first, of an older one).
+// A new cache calls it before creating anything else, so that a cache with
+// a layer store never lacks the manifest that keeps older binaries out.
+func (s *Store) Create(ctx context.Context) (bool, error) {
+	l, err := lockfile.Acquire(ctx, s.lockPath(), true)
+	if err != nil {
+		return false, fmt.Errorf("manifest: %w", err)
+	}
+	defer l.Release()
+	if _, err := os.Lstat(s.Path()); errors.Is(err, fs.ErrNotExist) {
+		return true, s.write(New())
+	}
+	_, m, err := s.readLocked()
+	if err != nil {
+		return false, nil // the cache is not new: not ours to decide
+	}
+	return m.Layered(), nil
 }

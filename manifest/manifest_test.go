@@ -92,10 +92,13 @@ func TestLoadMissingIsEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if !reflect.DeepEqual(m, New()) {
+	// Of the whole-tar schema: only a cache this imgcache creates starts
+	// at schema 2 (Create), one an older imgcache made without a put yet
+	// must stay readable to it.
+	if !reflect.DeepEqual(m, &Manifest{Version: WholeTarSchema, Entries: map[string]*Entry{}}) {
 		t.Fatalf("Load of a missing file = %+v, want an empty manifest", m)
 	}
-	if m.Version != SchemaVersion || m.Entries == nil {
+	if m.Version != WholeTarSchema || m.Entries == nil {
 		t.Fatalf("empty manifest: version %d, entries %v", m.Version, m.Entries)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "manifest.json")); !errors.Is(err, os.ErrNotExist) {
@@ -111,6 +114,7 @@ func TestUpdateRoundTrip(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	want := New()
+	want.Version = WholeTarSchema // a missing file is an empty schema-1 cache, and stays one
 	for _, e := range []*Entry{fullEntry("capy-ubuntu-25.04-gcc15"), minimalEntry("capy-debian-13-clang20", digestB), minimalEntry("zed-alpine-3.22-musl", digestA)} {
 		err := s.Update(ctx, func(m *Manifest) error {
 			m.Entries[e.Name] = e
@@ -335,7 +339,7 @@ func TestDecodeNewerSchema(t *testing.T) {
 		json      string
 		wantNewer bool
 	}{
-		{"version 2", `{"version":2,"entries":{}}`, true},
+		{"version 3", `{"version":3,"entries":{}}`, true},
 		{"version 99 with unknown fields", `{"version":99,"layers":{}}`, true},
 		{"version 0", `{"version":0,"entries":{}}`, false},
 		{"version -1", `{"version":-1,"entries":{}}`, false},
@@ -353,7 +357,7 @@ func TestDecodeNewerSchema(t *testing.T) {
 	// Load says so too, without suggesting a repair that would lose data.
 	dir := t.TempDir()
 	s := Open(dir)
-	if err := os.WriteFile(s.Path(), []byte(`{"version":2,"entries":{}}`), 0o644); err != nil {
+	if err := os.WriteFile(s.Path(), []byte(`{"version":3,"entries":{}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.Load(ctxT(t))
@@ -424,10 +428,11 @@ func TestDecodeAccepts(t *testing.T) {
 		json string
 		want *Manifest
 	}{
-		{"empty entries", `{"version":1,"entries":{}}`, New()},
-		{"null entries", `{"version":1,"entries":null}`, New()},
-		{"no entries", `{"version":1}`, New()},
-		{"surrounding whitespace", " \n\t{\"version\":1,\"entries\":{}}\n\n", New()},
+		{"empty entries", `{"version":2,"entries":{}}`, New()},
+		{"null entries", `{"version":2,"entries":null}`, New()},
+		{"no entries", `{"version":2}`, New()},
+		{"surrounding whitespace", " \n\t{\"version\":2,\"entries\":{}}\n\n", New()},
+		{"schema 1", `{"version":1,"entries":{}}`, &Manifest{Version: WholeTarSchema, Entries: map[string]*Entry{}}},
 		{"minimal entry", `{"version":1,"entries":{"a-b-c-d":{"name":"a-b-c-d","digest":"sha256:` + hexA + `","size":10,"metadata_offset":10,"added":"2025-01-01T00:00:00Z","last_used":"2025-01-02T00:00:00Z"}}}`,
 			&Manifest{Version: 1, Entries: map[string]*Entry{"a-b-c-d": func() *Entry { e := minimalEntry("a-b-c-d", digestA); e.MetadataOffset = 10; return e }()}}},
 	}
@@ -479,7 +484,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 			if err := json.Unmarshal(data, &raw); err != nil {
 				t.Fatal(err)
 			}
-			if raw["version"] != float64(1) {
+			if raw["version"] != float64(SchemaVersion) {
 				t.Errorf("version field = %v", raw["version"])
 			}
 		})

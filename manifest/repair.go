@@ -103,7 +103,10 @@ func (s *Store) readRaw(ctx context.Context, exclusive bool) ([]byte, *Manifest,
 func (s *Store) readLocked() ([]byte, *Manifest, error) {
 	f, err := os.Open(s.Path())
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, New(), nil
+		// No file: an empty cache of the schema an older imgcache left
+		// (those write manifest.json with their first put); a cache this
+		// one creates gets a schema-2 manifest at once (Create).
+		return nil, &Manifest{Version: WholeTarSchema, Entries: map[string]*Entry{}}, nil
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("manifest %s: %w", s.Path(), err)

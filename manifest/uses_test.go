@@ -228,7 +228,7 @@ func TestLookup(t *testing.T) {
 	if _, ok, err := s.Lookup(ctx, "nope-x-y-z"); ok || err != nil {
 		t.Fatalf("Lookup of a missing name: %v, %v", ok, err)
 	}
-	if err := os.WriteFile(s.Path(), []byte(`{"version":2,"entries":{}}`), 0o644); err != nil {
+	if err := os.WriteFile(s.Path(), []byte(`{"version":3,"entries":{}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Lookup(ctx, "a-b-c-d"); !errors.Is(err, ErrNewerSchema) || errors.Is(err, errdefs.ErrCorrupt) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh [FUZZTIME] — the whole test suite, exactly what CI runs
 # (.ci/run calls this and nothing else). It installs what a fresh Debian
-# machine with Go lacks (gcc for cgo and -race, Debian's docker.io and
-# prometheus-node-exporter), starts a
+# machine with Go lacks (gcc for cgo and -race, Debian's docker.io,
+# prometheus-node-exporter, busybox-static and git), starts a
 # Docker daemon if none answers, then runs:
 #   1. gofmt and go vet, with cgo (libzstd encoder) and without (pure Go);
 #   2. every test with -race, the end-to-end suite against the real daemon
@@ -26,10 +26,14 @@ if ! command -v gcc >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
 fi
-if ! command -v prometheus-node-exporter >/dev/null 2>&1; then
-  log "installing prometheus-node-exporter (the e2e test of the textfile export scrapes it)"
+need=()
+command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter) # the textfile export is scraped by it
+[ -x /bin/busybox ] || need+=(busybox-static) # a runnable image: the layer tests run the images they load
+command -v git >/dev/null 2>&1 || need+=(git) # the old-binary test builds the previous release
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 go mod download
 scripts/dockerd.sh

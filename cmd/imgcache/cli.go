@@ -42,6 +42,7 @@ type cli struct {
 	Gc      gcCmd      `cmd:"" help:"Reclaim disk least-recently-used first: --min-free, --max-size, --max-age."`
 	Stats   statsCmd   `cmd:"" help:"Hits, loads, bytes, evictions; --prometheus FILE for node_exporter."`
 	Config  configCmd  `cmd:"" help:"Print the effective settings and where each came from."`
+	Migrate migrateCmd `cmd:"" help:"Convert a whole-tar cache to the layer store (explicit, resumable; older imgcache binaries then refuse the cache)."`
 
 	Completion kongcompletion.Completion `cmd:"" help:"Print shell code that enables tab completion (bash, zsh, fish)."`
 

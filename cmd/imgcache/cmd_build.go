@@ -3,11 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/alecthomas/kong"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/imgcache/imgcache/builder"
 	"github.com/imgcache/imgcache/cache"

@@ -6,7 +6,9 @@ import (
 	"time"
 
 	units "github.com/docker/go-units"
+	"github.com/opencontainers/go-digest"
 
+	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 )
@@ -28,15 +30,17 @@ func (c *lsCmd) Run(e *env) error {
 		return printJSON(e.stdout, entriesJSON(entries))
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tSTORED\tLAST USED\tPINNED")
+	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tOWN\tSHARED\tLAST USED\tPINNED")
 	now := time.Now()
+	usage := cache.Usages(entries)
 	for _, en := range entries {
 		pinned := ""
 		if en.Pinned {
 			pinned = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", en.Name, en.Digest.Encoded()[:12],
-			units.BytesSize(float64(en.Size)), units.BytesSize(float64(en.StoredSize)), ago(now, en.LastUsed), pinned)
+		u := usage[en.Name]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", en.Name, en.Digest.Encoded()[:12],
+			units.BytesSize(float64(en.Size)), units.BytesSize(float64(u.Own)), units.BytesSize(float64(u.Shared)), ago(now, en.LastUsed), pinned)
 	}
 	return tw.Flush()
 }
@@ -89,6 +93,17 @@ func printEntry(e *env, n naming.Name, en manifest.Entry) {
 	}
 	row("Platform", plat)
 	row("Format", en.Format)
+	switch {
+	case en.Split():
+		row("Layout", fmt.Sprintf("split: skeleton %s (%s), %d pieces, %d layers identified", en.Skeleton.Digest, units.BytesSize(float64(en.Skeleton.Size)), len(en.Pieces), len(en.Layers)))
+		for i, l := range en.Layers {
+			row(fmt.Sprintf("Layer %d", i), fmt.Sprintf("%s %s (%s stored) %s", l.DiffID, units.BytesSize(float64(l.Size)), units.BytesSize(float64(storedOf(en, l.Digest))), l.Path))
+		}
+	case en.Whole != "":
+		row("Layout", "whole: "+en.Whole)
+	default:
+		row("Layout", "whole")
+	}
 	row("Created", stamp(en.Created))
 	row("Added", stamp(en.Added))
 	row("Last used", stamp(en.LastUsed))
@@ -189,4 +204,14 @@ func (c *verifyCmd) Run(e *env) error {
 		fmt.Fprintf(e.stderr, "verified %d entries, %d blobs (%s): %d problems\n", rep.Entries, rep.Blobs, units.BytesSize(float64(rep.Bytes)), rep.Failures())
 	}
 	return rep.Err()
+}
+
+// storedOf is the stored size of piece d of a split entry.
+func storedOf(en manifest.Entry, d digest.Digest) int64 {
+	for _, p := range en.Pieces {
+		if p.Digest == d {
+			return p.StoredSize
+		}
+	}
+	return 0
 }

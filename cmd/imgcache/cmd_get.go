@@ -31,10 +31,10 @@ func (c *getCmd) Run(e *env) error {
 		return err
 	}
 	if res.Loaded {
-		e.log.Info("loaded into the daemon (verified)", "name", n.String(), "digest", res.Entry.Digest.String())
+		e.log.Info("loaded into the daemon (verified)", "name", n.String(), "digest", res.Entry.Digest.String(), "sent", res.Sent, "of", res.Entry.Size)
 	}
 	if c.JSON {
-		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "entry": entryJSON(res.Entry)})
+		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "sent": res.Sent, "entry": entryJSON(res.Entry)})
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Ref)
 	return err

@@ -60,11 +60,14 @@ func (c *putCmd) Run(e *env) error {
 	if res.Replaced != "" {
 		e.log.Info("name moved to new content; the old blob waits for gc", "name", n.String(), "old", res.Replaced)
 	}
+	if res.Entry.Split() {
+		e.log.Info("stored split", "name", n.String(), "new_blobs", res.New, "reused_layers", res.Reused)
+	}
 	if err := autoGC(e, ca); err != nil {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, entryJSON(res.Entry))
+		return printJSON(e.stdout, putJSON(res))
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	return err
@@ -93,10 +96,21 @@ func (c *saveCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, entryJSON(res.Entry))
+		return printJSON(e.stdout, putJSON(res))
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	return err
+}
+
+// putOutput is put and save --json: the entry, and what the ingest stored.
+type putOutput struct {
+	entryOutput
+	NewBlobs     int `json:"new_blobs"`     // blobs this put stored (split entries)
+	ReusedLayers int `json:"reused_layers"` // layers found stored: hashed, not compressed
+}
+
+func putJSON(res *cache.PutResult) putOutput {
+	return putOutput{entryOutput: entryJSON(res.Entry), NewBlobs: res.New, ReusedLayers: res.Reused}
 }
 
 // autoGC runs a gc after an ingest when limits are configured, so a host

@@ -61,7 +61,7 @@ func TestExitCodes(t *testing.T) {
 	os.WriteFile(filepath.Join(corrupt, "manifest.json"), []byte(`{"version": 1, "entries": {`), 0o644)
 
 	newer := t.TempDir()
-	os.WriteFile(filepath.Join(newer, "manifest.json"), []byte(`{"version": 2, "entries": {}}`), 0o644)
+	os.WriteFile(filepath.Join(newer, "manifest.json"), []byte(`{"version": 3, "entries": {}}`), 0o644)
 
 	locked := t.TempDir()
 	run(t, "--dir", locked, "ls")

@@ -35,6 +35,29 @@ type entryOutput struct {
 	Pinned         bool          `json:"pinned"`
 	Base           *baseOutput   `json:"base"`
 	Recipe         *recipeOutput `json:"recipe"`
+	// How the tar is stored: "split" (skeleton and pieces in the layer
+	// store) or "whole" (one blob); Whole says why a layered cache stores
+	// it whole.
+	Layout   string        `json:"layout"`
+	Whole    string        `json:"whole,omitempty"`
+	Skeleton *blobOutput   `json:"skeleton,omitempty"`
+	Pieces   []blobOutput  `json:"pieces,omitempty"`
+	Layers   []layerOutput `json:"layers,omitempty"`
+	Usage    *cache.Usage  `json:"usage,omitempty"` // ls and inspect: own and shared stored bytes
+}
+
+type blobOutput struct {
+	Digest     string `json:"digest"`
+	Size       int64  `json:"size"`
+	StoredSize int64  `json:"stored_size"`
+}
+
+type layerOutput struct {
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	DiffID    string `json:"diff_id"`
+	MediaType string `json:"media_type"`
+	Path      string `json:"path"`
 }
 
 type baseOutput struct {
@@ -60,13 +83,27 @@ func entryJSON(e manifest.Entry) entryOutput {
 	if e.Recipe != nil {
 		o.Recipe = &recipeOutput{Dockerfile: e.Recipe.Dockerfile, Context: e.Recipe.Context, BuildArgs: e.Recipe.BuildArgs}
 	}
+	o.Layout, o.Whole = "whole", e.Whole
+	if e.Split() {
+		o.Layout = "split"
+		o.Skeleton = &blobOutput{Digest: e.Skeleton.Digest.String(), Size: e.Skeleton.Size, StoredSize: e.Skeleton.StoredSize}
+		for _, p := range e.Pieces {
+			o.Pieces = append(o.Pieces, blobOutput{Digest: p.Digest.String(), Size: p.Size, StoredSize: p.StoredSize})
+		}
+		for _, l := range e.Layers {
+			o.Layers = append(o.Layers, layerOutput{Digest: l.Digest.String(), Size: l.Size, DiffID: l.DiffID.String(), MediaType: l.MediaType, Path: l.Path})
+		}
+	}
 	return o
 }
 
 func entriesJSON(es []manifest.Entry) []entryOutput {
 	out := make([]entryOutput, len(es))
+	usage := cache.Usages(es)
 	for i, e := range es {
 		out[i] = entryJSON(e)
+		u := usage[e.Name]
+		out[i].Usage = &u
 	}
 	return out
 }

@@ -49,6 +49,13 @@ type Options struct {
 	// MetadataFirst writes manifest.json / index.json (and the other
 	// top-level metadata) before the layers instead of last.
 	MetadataFirst bool
+	// SharedLayers is how many bottom layers are a common base: their
+	// content depends on BaseSeed instead of Seed, so images with the same
+	// BaseSeed and SharedLayers share those layers (same diff IDs, and the
+	// same layer paths in a docker-archive, which derive from the chain as
+	// Docker's do).
+	SharedLayers int
+	BaseSeed     int64
 }
 
 // Result describes a generated archive.
@@ -128,6 +135,9 @@ func (o Options) spec() (*spec, error) {
 	}
 	if s.FileSize == 0 {
 		s.FileSize = defaultFileSize
+	}
+	if s.SharedLayers < 0 || s.SharedLayers > s.Layers {
+		return nil, fmt.Errorf("testimage: SharedLayers %d outside 0..%d layers", s.SharedLayers, s.Layers)
 	}
 	if s.Layers < 0 || s.FilesPerLayer < 0 || s.FileSize < 0 {
 		return nil, fmt.Errorf("testimage: negative Layers, FilesPerLayer or FileSize (%d, %d, %d)", o.Layers, o.FilesPerLayer, o.FileSize)
@@ -265,10 +275,14 @@ func (s *spec) writeLayer(w io.Writer, i int) error {
 func (s *spec) writeContent(w io.Writer, buf []byte, i, j int) error {
 	var pattern []byte
 	var rng splitMix
+	seed := s.Seed
+	if i < s.SharedLayers {
+		seed = s.BaseSeed ^ 0x5eed
+	}
 	if s.Compressible {
-		pattern = fmt.Appendf(nil, "imgcache testimage seed %d layer %d file %d: the quick brown fox jumps over the lazy dog\n", s.Seed, i, j)
+		pattern = fmt.Appendf(nil, "imgcache testimage seed %d layer %d file %d: the quick brown fox jumps over the lazy dog\n", seed, i, j)
 	} else {
-		rng = splitMix(uint64(s.Seed)*0x9e3779b97f4a7c15 ^ uint64(i)<<32 ^ uint64(j))
+		rng = splitMix(uint64(seed)*0x9e3779b97f4a7c15 ^ uint64(i)<<32 ^ uint64(j))
 		rng.next()
 	}
 	pos := 0

@@ -1,0 +1,370 @@
+package cache
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+
+	"github.com/imgcache/imgcache/archive"
+	"github.com/imgcache/imgcache/dockerbridge"
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/lockfile"
+	"github.com/imgcache/imgcache/manifest"
+	"github.com/imgcache/imgcache/naming"
+	"github.com/imgcache/imgcache/skeleton"
+)
+
+// lockPieces takes the shared lock of every piece of a split entry, so
+// that no gc deletes one while it is read (the caller holds the
+// skeleton's lock).
+func (c *Cache) lockPieces(ctx context.Context, e manifest.Entry) (func(), error) {
+	var locks []*lockfile.Lock
+	unlock := func() {
+		for _, l := range locks {
+			l.Release()
+		}
+	}
+	for _, p := range e.Pieces {
+		lctx, cancel := c.lockCtx(ctx)
+		l, err := c.layers.Lock(lctx, p.Digest, false)
+		cancel()
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		locks = append(locks, l)
+	}
+	return unlock, nil
+}
+
+// loadSplit loads a split entry: only the layers the engine lacks when it
+// is Docker's classic store and holds some of them, else the whole tar,
+// reassembled. It returns the bytes sent. The caller holds the skeleton's
+// exclusive lock.
+func (c *Cache) loadSplit(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) (int64, error) {
+	unlock, err := c.lockPieces(ctx, e)
+	if err != nil {
+		return 0, fmt.Errorf("get %s: %w", n, err)
+	}
+	sent, err := c.loadSplitLocked(ctx, b, n, e)
+	unlock() // before a quarantine, which takes the piece's exclusive lock
+	var bad *blobError
+	if errors.As(err, &bad) {
+		return sent, c.splitFailure(n, e, bad.d, bad.err)
+	}
+	return sent, err
+}
+
+// blobError is a failure reading blob d of a split entry.
+type blobError struct {
+	d   digest.Digest
+	err error
+}
+
+func (b *blobError) Error() string { return b.err.Error() }
+func (b *blobError) Unwrap() error { return b.err }
+
+func (c *Cache) loadSplitLocked(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) (int64, error) {
+	skel, err := c.readSkeleton(e)
+	if err != nil {
+		return 0, &blobError{e.Skeleton.Digest, err}
+	}
+	skip, err := c.partialPlan(ctx, b, e)
+	if err != nil {
+		return 0, err
+	}
+	if len(skip) > 0 {
+		sent, err := c.loadPartial(ctx, b, n, e, skel, skip)
+		if err == nil || !missingLayer(err, skip) {
+			return sent, err
+		}
+		c.opt.Log.Warn("the daemon lost a layer it held; loading the whole image", "name", n.String(), "err", err)
+	}
+	return c.loadJoined(ctx, b, n, e, skel)
+}
+
+// partialPlan is the set of layer files a load of e can leave out: those
+// of the layers the engine holds (by chain ID), when it is Docker's
+// classic store; nil when the whole tar must go.
+func (c *Cache) partialPlan(ctx context.Context, b Engine, e manifest.Entry) (map[string]bool, error) {
+	if len(e.Layers) == 0 {
+		return nil, nil
+	}
+	ls, err := b.Layers(ctx)
+	if err != nil || !ls.Partial {
+		return nil, err
+	}
+	diffIDs := make([]digest.Digest, len(e.Layers))
+	for i, l := range e.Layers {
+		diffIDs[i] = l.DiffID
+	}
+	skip, need := map[string]bool{}, map[string]bool{}
+	for i, chain := range identity.ChainIDs(diffIDs) {
+		if ls.Chains[chain] {
+			skip[e.Layers[i].Path] = true
+		} else {
+			need[e.Layers[i].Path] = true
+		}
+	}
+	for p := range need {
+		delete(skip, p) // a file one missing layer needs goes, whoever else has it
+	}
+	return skip, nil
+}
+
+// missingLayer reports whether err is the classic store's refusal of an
+// archive that lacks a layer file it needs (the layer was removed between
+// the plan and the load): a file of skip not found.
+func missingLayer(err error, skip map[string]bool) bool {
+	if !errors.Is(err, errdefs.ErrRejected) || !strings.Contains(err.Error(), "no such file or directory") {
+		return false
+	}
+	for p := range skip {
+		if strings.Contains(err.Error(), p) {
+			return true
+		}
+	}
+	return false
+}
+
+// loadPartial streams a tar of e's entries without the files in skip,
+// manifest.json and index.json last, every byte verified before them.
+func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, skip map[string]bool) (int64, error) {
+	op := &pieceOpener{c: c}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := writePartial(pw, e, skel, skip, op.open)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	body := &countingReader{r: c.progress("load "+n.String(), e.Size, pr)}
+	err := b.Load(ctx, body)
+	pr.CloseWithError(errLoadEnded)
+	werr := <-done
+	if werr != nil && !errors.Is(werr, errLoadEnded) {
+		return body.n, &blobError{op.last, werr}
+	}
+	if err != nil {
+		return body.n, fmt.Errorf("get %s: %w", n, err)
+	}
+	return body.n, nil
+}
+
+// errLoadEnded stops a writer whose reader, the engine's load, is done.
+var errLoadEnded = errors.New("load ended")
+
+// writePartial writes the partial archive: each entry of the original but
+// those in skip (seeked over: their blobs are never opened), as
+// archive/tar rewrites it, and the top-level manifest.json and index.json
+// held back to the end. Each payload is checked as it is read (View); the
+// literals came with the verified skeleton; the config is checked against
+// the image ID as well.
+func writePartial(w io.Writer, e manifest.Entry, skel []byte, skip map[string]bool, open skeleton.Open) error {
+	v, err := skeleton.NewView(skel, open)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	id, _ := digest.Parse(e.ImageID)
+	tr := tar.NewReader(v)
+	tw := tar.NewWriter(w)
+	type heldEntry struct {
+		hdr  *tar.Header
+		data []byte
+	}
+	var last []heldEntry
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		name, err := archive.CleanName(hdr.Name)
+		if err != nil {
+			return err
+		}
+		if skip[name] {
+			continue
+		}
+		if name == "manifest.json" || name == "index.json" || isConfig(name, id) {
+			data, err := io.ReadAll(io.LimitReader(tr, 64<<20))
+			if err != nil {
+				return err
+			}
+			if isConfig(name, id) && digest.FromBytes(data) != id {
+				return fmt.Errorf("%w: the config %s does not hash to the image ID %s", skeleton.ErrMismatch, name, id)
+			}
+			if !isConfig(name, id) {
+				last = append(last, heldEntry{hdr, data})
+				continue
+			}
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if _, err := tw.Write(data); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+	for _, h := range last {
+		if err := tw.WriteHeader(h.hdr); err != nil {
+			return err
+		}
+		if _, err := tw.Write(h.data); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+// isConfig reports whether an archive path is the config of image id:
+// "<hex>.json" (docker-archive) or "blobs/sha256/<hex>" (OCI).
+func isConfig(name string, id digest.Digest) bool {
+	if id.Validate() != nil {
+		return false
+	}
+	return name == id.Encoded()+".json" || name == "blobs/sha256/"+id.Encoded()
+}
+
+// loadJoined streams e's original tar, reassembled from skeleton and
+// pieces, holding back its metadata until the whole tar matched.
+func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte) (int64, error) {
+	from := e.MetadataOffset
+	if e.Size-e.MetadataOffset > c.opt.HoldBackLimit {
+		// The metadata is far from the end: prove the pieces first.
+		op := &pieceOpener{c: c}
+		if _, err := skeleton.Join(io.Discard, bytes.NewReader(skel), op.open); err != nil {
+			return 0, &blobError{op.last, err}
+		}
+		from = max(e.Size-c.opt.HoldBackLimit, 0)
+	}
+	op := &pieceOpener{c: c}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := skeleton.Join(pw, bytes.NewReader(skel), op.open)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, pr), from, c.opt.HoldBackLimit)}
+	err := b.Load(ctx, body)
+	pr.CloseWithError(errLoadEnded)
+	if jerr := <-done; jerr != nil && !errors.Is(jerr, errLoadEnded) {
+		return body.n, &blobError{op.last, jerr}
+	}
+	if err != nil {
+		return body.n, fmt.Errorf("get %s: %w", n, err)
+	}
+	return body.n, nil
+}
+
+// splitFailure explains a failed read of a split entry's blob d (a piece,
+// or the skeleton), quarantining it when its content is wrong. The caller
+// may hold the skeleton's lock, but no piece's: quarantine takes the
+// piece's exclusive lock if nobody else holds it.
+func (c *Cache) splitFailure(n naming.Name, e manifest.Entry, d digest.Digest, err error) error {
+	if d == "" {
+		d = e.Skeleton.Digest
+	}
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		if q := c.layers.Quarantined(d); q != "" {
+			return fmt.Errorf("%s: its blob %s failed verification earlier and is in quarantine (%s): %w (put or save the image again)", n, d, q, errdefs.ErrIntegrity)
+		}
+		return fmt.Errorf("%s: its blob %s is missing: %w (imgcache verify --repair, then put the image again)", n, d, errdefs.ErrNotFound)
+	case errors.Is(err, skeleton.ErrMismatch), errors.Is(err, skeleton.ErrCorrupt), errors.Is(err, errdefs.ErrIntegrity):
+	default:
+		return fmt.Errorf("%s: %w", n, err)
+	}
+	c.count(func(s *Counters) { s.IntegrityFailures++ })
+	where := "could not be quarantined: another process holds it"
+	if d == e.Skeleton.Digest { // we hold its exclusive lock already, or nobody does
+		if dst, qerr := c.layers.Quarantine(d); qerr == nil {
+			where = "moved to " + dst
+		}
+	} else if l, ok, lerr := c.layers.TryLock(d, true); lerr == nil && ok {
+		if dst, qerr := c.layers.Quarantine(d); qerr == nil {
+			where = "moved to " + dst
+		}
+		l.Release()
+	}
+	c.opt.Log.Error("integrity failure", "name", n.String(), "blob", d.String(), "where", where)
+	return fmt.Errorf("%s: blob %s: %w: %w; nothing was loaded; the blob %s (put or save the image again)", n, d, errdefs.ErrIntegrity, err, where)
+}
+
+// countingReader counts the bytes read through it: what a load sent.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// exportSplit writes a split entry's original tar, reassembled; every
+// piece and the whole tar are checked on the way (an error means w got
+// unverified bytes). The caller holds the skeleton's shared lock.
+func (c *Cache) exportSplit(ctx context.Context, n naming.Name, e manifest.Entry, w io.Writer) error {
+	unlock, err := c.lockPieces(ctx, e)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", n, err)
+	}
+	err = c.joinTo(e, w, "export "+n.String())
+	unlock()
+	var bad *blobError
+	if errors.As(err, &bad) {
+		err = c.splitFailure(n, e, bad.d, bad.err)
+		return fmt.Errorf("export %s: %w (the output is incomplete)", n, err)
+	}
+	return err
+}
+
+// joinTo reassembles e's tar into w (pieces locked by the caller).
+func (c *Cache) joinTo(e manifest.Entry, w io.Writer, label string) error {
+	skel, err := c.readSkeleton(e)
+	if err != nil {
+		return &blobError{e.Skeleton.Digest, err}
+	}
+	op := &pieceOpener{c: c}
+	if c.opt.Progress == nil {
+		if _, err := skeleton.Join(w, bytes.NewReader(skel), op.open); err != nil {
+			return &blobError{op.last, err}
+		}
+		return nil
+	}
+	// Through the progress display: Join → pipe → progress → w.
+	pr, pw := io.Pipe()
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(w, c.progress(label, e.Size, pr))
+		pr.CloseWithError(err)
+		copied <- err
+	}()
+	_, err = skeleton.Join(pw, bytes.NewReader(skel), op.open)
+	pw.CloseWithError(err)
+	cerr := <-copied
+	if err != nil {
+		return &blobError{op.last, err}
+	}
+	return cerr
+}

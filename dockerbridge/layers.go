@@ -1,0 +1,99 @@
+package dockerbridge
+
+import (
+	"context"
+	"strings"
+
+	"github.com/docker/docker/api/types/image"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+)
+
+// Stores an engine can have, as Layers.Store names them.
+const (
+	StoreClassic    = "docker (classic image store)"
+	StoreContainerd = "docker (containerd image store)"
+	StorePodman     = "podman"
+)
+
+// Layers is what an engine holds of image layers, and whether it loads an
+// archive that leaves out the layer files it holds.
+type Layers struct {
+	// Partial is true for Docker's classic (graphdriver) image store only:
+	// its loader looks each layer up by chain ID before it opens the
+	// layer's file (moby image/tarexport/load.go). Podman's docker-archive
+	// reader and Docker's containerd store need every file.
+	Partial bool
+	// Store names the engine's image store (StoreClassic, …).
+	Store string
+	// Chains are the chain IDs of every layer of every image the engine
+	// holds (set only when Partial).
+	Chains map[digest.Digest]bool
+}
+
+// Layers detects the image store, from the engine itself (never assumed),
+// and, for the classic store, lists the chain IDs it holds: every image's
+// RootFS layers.
+func (b *Bridge) Layers(ctx context.Context) (Layers, error) {
+	store, err := b.store(ctx)
+	if err != nil {
+		return Layers{}, err
+	}
+	l := Layers{Store: store, Partial: store == StoreClassic}
+	if !l.Partial {
+		return l, nil
+	}
+	imgs, err := b.cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return Layers{}, b.wrap(err, "list images")
+	}
+	l.Chains = map[digest.Digest]bool{}
+	for _, s := range imgs {
+		r, err := b.cli.ImageInspect(ctx, s.ID)
+		if err != nil {
+			continue // removed meanwhile: it holds nothing now
+		}
+		var diffIDs []digest.Digest
+		for _, d := range r.RootFS.Layers {
+			if dd, err := digest.Parse(d); err == nil {
+				diffIDs = append(diffIDs, dd)
+			} else {
+				break // a chain is only as good as its first bad link
+			}
+		}
+		for _, c := range identity.ChainIDs(diffIDs) {
+			l.Chains[c] = true
+		}
+	}
+	return l, nil
+}
+
+// store names the engine's image store, asked once.
+func (b *Bridge) store(ctx context.Context) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.storeKind != "" {
+		return b.storeKind, nil
+	}
+	v, err := b.cli.ServerVersion(ctx)
+	if err != nil {
+		return "", b.wrap(err, "docker version")
+	}
+	for _, c := range v.Components {
+		if strings.Contains(strings.ToLower(c.Name), "podman") {
+			b.storeKind = StorePodman
+			return b.storeKind, nil
+		}
+	}
+	info, err := b.cli.Info(ctx)
+	if err != nil {
+		return "", b.wrap(err, "docker info")
+	}
+	b.storeKind = StoreClassic
+	for _, kv := range info.DriverStatus {
+		if kv[0] == "driver-type" && strings.Contains(kv[1], "containerd.snapshotter") {
+			b.storeKind = StoreContainerd
+		}
+	}
+	return b.storeKind, nil
+}

@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/docker/docker/api/types/build"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/imgcache/imgcache/internal/testimage"
+)
+
+// runnableBase imports a runnable base image into the daemon (Debian's
+// static busybox and a file of random bytes, base.dat) and returns its
+// reference; it is removed when the test ends.
+func runnableBase(t *testing.T, dataSize int) string {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("this test needs Debian's busybox-static (/bin/busybox; scripts/test.sh installs it): %v", err)
+	}
+	s := seed.Add(1)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, data []byte) {
+		h.Size = int64(len(data))
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(data)
+	}
+	add(&tar.Header{Typeflag: tar.TypeDir, Name: "bin/", Mode: 0o755}, nil)
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755}, bb)
+	for _, l := range []string{"sh", "cat", "ls", "sha256sum"} {
+		add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + l, Linkname: "busybox", Mode: 0o777}, nil)
+	}
+	add(&tar.Header{Typeflag: tar.TypeReg, Name: "base.dat", Mode: 0o644}, randomBytes(s, dataSize))
+	tw.Close()
+	ref := fmt.Sprintf("imgcache-e2e/layers-base:%d", s)
+	rc, err := docker.ImageImport(context.Background(), image.ImportSource{Source: &buf, SourceName: "-"}, ref, image.ImportOptions{})
+	if err != nil {
+		t.Fatalf("docker import: %v", err)
+	}
+	io.Copy(io.Discard, rc)
+	rc.Close()
+	t.Cleanup(func() { removeImage(ref) })
+	return ref
+}
+
+func randomBytes(s int64, n int) []byte {
+	r := rand.New(rand.NewPCG(uint64(s), 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// buildVariant builds FROM base adding file (random bytes of size n) and
+// saves it to a tar; it returns the tar's path and the image ID.
+func buildVariant(t *testing.T, base, file string, n int) (string, string) {
+	t.Helper()
+	s := seed.Add(1)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	df := fmt.Sprintf("FROM %s\nCOPY %s /%s\n", base, file, file)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "Dockerfile", Mode: 0o644, Size: int64(len(df))})
+	tw.Write([]byte(df))
+	data := randomBytes(s, n)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: file, Mode: 0o644, Size: int64(len(data))})
+	tw.Write(data)
+	tw.Close()
+	ref := fmt.Sprintf("imgcache-e2e/layers-variant:%d", s)
+	resp, err := docker.ImageBuild(context.Background(), &buf, build.ImageBuildOptions{Tags: []string{ref}, Remove: true, ForceRemove: true})
+	if err != nil {
+		t.Fatalf("docker build: %v", err)
+	}
+	var out bytes.Buffer
+	err = jsonmessage.DisplayJSONMessagesStream(resp.Body, &out, 0, false, nil)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out.String())
+	}
+	t.Cleanup(func() { removeImage(ref) })
+	return saveImage(t, ref), imageID(t, ref)
+}
+
+func imageID(t *testing.T, ref string) string {
+	t.Helper()
+	r, err := docker.ImageInspect(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
+// saveImage writes `docker save` of refs to a file.
+func saveImage(t *testing.T, refs ...string) string {
+	t.Helper()
+	rc, err := docker.ImageSave(context.Background(), refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	p := filepath.Join(t.TempDir(), "saved.tar")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return p
+}
+
+type getJSON struct {
+	Ref    string `json:"ref"`
+	Loaded bool   `json:"loaded"`
+	Sent   int64  `json:"sent"`
+	Entry  struct {
+		Size   int64 `json:"size"`
+		Layers []struct {
+			Digest string `json:"digest"`
+			Size   int64  `json:"size"`
+		} `json:"layers"`
+		Pieces []struct {
+			Digest string `json:"digest"`
+		} `json:"pieces"`
+		Skeleton struct {
+			Digest string `json:"digest"`
+		} `json:"skeleton"`
+	} `json:"entry"`
+}
+
+func getJ(t *testing.T, dir, name string) getJSON {
+	t.Helper()
+	var g getJSON
+	if err := json.Unmarshal([]byte(must(t, dir, "get", name, "--json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestLayersSharedBase, against the real daemon: two images built on one
+// base store the base once; with the first in the daemon, the second's
+// cold get sends its own layer, config and manifest only, and the image
+// runs, reading a file of the base and one of its own; a flipped byte in
+// its layer stops the load and quarantines the blob.
+func TestLayersSharedBase(t *testing.T) {
+	needDocker(t)
+	dir := t.TempDir()
+	base := runnableBase(t, 8<<20)
+	tarA, idA := buildVariant(t, base, "a.dat", 1<<20)
+	tarB, idB := buildVariant(t, base, "b.dat", 2<<20)
+	must(t, dir, "put", "capy-busybox-1-a", tarA)
+	var put struct {
+		Reused int `json:"reused_layers"`
+	}
+	if err := json.Unmarshal([]byte(must(t, dir, "put", "capy-busybox-1-b", tarB, "--json")), &put); err != nil {
+		t.Fatal(err)
+	}
+	if put.Reused != 1 {
+		t.Errorf("the second put reused %d stored layers, want 1 (the base: hashed, not compressed)", put.Reused)
+	}
+	blobs, _ := os.ReadDir(filepath.Join(dir, "layers", "blobs", "sha256"))
+	if len(blobs) != 5 { // base, a, b, two skeletons
+		t.Errorf("layer store holds %d blobs, want 5 (the base once)", len(blobs))
+	}
+	whole, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if len(whole) != 0 {
+		t.Errorf("blobs/ holds %d whole tars", len(whole))
+	}
+	removeImage(idA)
+	removeImage(idB)
+	removeImage(base)
+
+	ga := getJ(t, dir, "capy-busybox-1-a")
+	if !ga.Loaded || ga.Sent != ga.Entry.Size {
+		t.Errorf("get into a daemon without the base: loaded %v, sent %d of %d; want the whole tar", ga.Loaded, ga.Sent, ga.Entry.Size)
+	}
+	gb := getJ(t, dir, "capy-busybox-1-b")
+	own := gb.Entry.Layers[len(gb.Entry.Layers)-1].Size
+	if !gb.Loaded || gb.Sent < own || gb.Sent > own+64<<10 {
+		t.Errorf("second cold get sent %d bytes; its own layer is %d, the tar %d: want its layer, config and manifest only", gb.Sent, own, gb.Entry.Size)
+	}
+	out, err := execIn(gb.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")
+	if err != nil || strings.TrimSpace(out) != "2" {
+		t.Fatalf("docker run of the partially loaded image: %q %v", out, err)
+	}
+
+	// A flipped byte in b's own layer: nothing loaded, exit 4, quarantined.
+	removeImage(idB)
+	own0 := gb.Entry.Layers[len(gb.Entry.Layers)-1].Digest
+	blob := filepath.Join(dir, "layers", "blobs", "sha256", strings.TrimPrefix(own0, "sha256:")+".tar.zst")
+	flipMiddle(t, blob)
+	r := imgcache(t, dir, nil, "get", "capy-busybox-1-b")
+	if r.code != 4 || !strings.Contains(r.stderr, "integrity") {
+		t.Fatalf("get of a tampered layer: want exit 4 naming integrity; got %s", r)
+	}
+	if inDaemon(t, idB) {
+		t.Fatal("a tampered layer was loaded")
+	}
+	if _, err := os.Stat(blob); !os.IsNotExist(err) {
+		t.Errorf("the tampered layer is still in the store: %v", err)
+	}
+	// a still exports and loads.
+	if d := hashFile(t, exportTo(t, dir, "capy-busybox-1-a")); d != fileDigest(t, tarA) {
+		t.Error("export of a differs from its tar")
+	}
+}
+
+// execIn runs a command in a fresh container of ref (removed after) and
+// returns its output.
+func execIn(ref string, args ...string) (string, error) {
+	ctx := context.Background()
+	c, err := docker.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: args}, nil, nil, nil, "")
+	if err != nil {
+		return "", err
+	}
+	defer docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	if err := docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		return "", err
+	}
+	waitC, errC := docker.ContainerWait(ctx, c.ID, container.WaitConditionNotRunning)
+	select {
+	case <-waitC:
+	case err := <-errC:
+		return "", err
+	}
+	logs, err := docker.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		return "", err
+	}
+	defer logs.Close()
+	var out, errb bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errb, logs); err != nil {
+		return "", err
+	}
+	return out.String() + errb.String(), nil
+}
+
+func hashFile(t *testing.T, p string) string   { return "sha256:" + sha256File(t, p) }
+func fileDigest(t *testing.T, p string) string { return hashFile(t, p) }
+
+func flipMiddle(t *testing.T, p string) {
+	t.Helper()
+	os.Chmod(p, 0o644)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x55
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func exportTo(t *testing.T, dir, name string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name+".tar")
+	must(t, dir, "export", name, "-o", out)
+	return out
+}
+
+// TestLayersExportByteIdentical: export gives back, byte for byte, a
+// docker-archive Docker 20.10 wrote, a multi-image `docker save a b`, an
+// OCI layout as Docker 25+ writes (generated), and one with an empty
+// layer; `sha256sum` of the tar and inspect's digest agree.
+func TestLayersExportByteIdentical(t *testing.T) {
+	needDocker(t)
+	dir := t.TempDir()
+	base := runnableBase(t, 1<<20)
+	tarA, _ := buildVariant(t, base, "a.dat", 256<<10)
+	_, _ = buildVariant(t, base, "b.dat", 256<<10)
+	refs := []string{}
+	imgs, _ := docker.ImageList(context.Background(), image.ListOptions{})
+	for _, im := range imgs {
+		for _, tag := range im.RepoTags {
+			if strings.HasPrefix(tag, "imgcache-e2e/layers-variant:") {
+				refs = append(refs, tag)
+			}
+		}
+	}
+	multi := saveImage(t, refs...)
+	oci, _ := genImage(t, testimage.Options{Format: "oci-archive", FileSize: 100 << 10})
+	empty, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 0})
+	for name, p := range map[string]string{"capy-x-1-docker": tarA, "capy-x-1-multi": multi, "capy-x-1-oci": oci, "capy-x-1-empty": empty} {
+		digest := must(t, dir, "put", name, p)
+		if want := fileDigest(t, p); digest != want {
+			t.Errorf("%s: put printed %s, sha256 of the tar is %s", name, digest, want)
+		}
+		if got := hashFile(t, exportTo(t, dir, name)); got != digest {
+			t.Errorf("%s: export hashes to %s, want %s", name, got, digest)
+		}
+	}
+	if r := imgcache(t, dir, nil, "verify"); r.code != 0 {
+		t.Errorf("verify: %s", r)
+	}
+}
