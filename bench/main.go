@@ -46,6 +46,7 @@ var (
 	only    = flag.String("only", "", "comma-separated subset: put,save,cold,warm,contention")
 	gcN     = flag.Int("gc-entries", 0, "instead: time gc, ls and verify on a synthetic cache of this many entries")
 	levels  = flag.String("levels", "", "instead: sweep these zstd levels (e.g. 1,2,3,5), put against `zstd -N -T0` at each")
+	layers  = flag.Bool("layers", false, "instead: the layer-store pair (a base of this machine's files, two variants): stored bytes, put, partial and empty cold get, export; writes <json>.json and .svg")
 )
 
 func main() {
@@ -117,6 +118,9 @@ func run(ctx context.Context) error {
 	if *gcN > 0 {
 		return gcBench(bin, *gcN)
 	}
+	if *layers {
+		return layerBench(ctx, bin)
+	}
 	raw := filepath.Join(*work, "image.tar")
 	if err := ensureImage(ctx, raw); err != nil {
 		return err
@@ -145,7 +149,15 @@ func run(ctx context.Context) error {
 	if _, err := measure(ic(warmDir, "put", name, raw)...); err != nil {
 		return err
 	}
-	blob := blobOf(warmDir)
+	// The cache stores the tar split (layers and a skeleton): the zstd pipe
+	// baseline gets a whole-tar zstd file of its own.
+	blob := filepath.Join(*work, "image.tar.zst")
+	if _, err := os.Stat(blob); err != nil {
+		if out, err := exec.Command("zstd", "-1", "-T0", "-q", "-f", raw, "-o", blob).CombinedOutput(); err != nil {
+			return fmt.Errorf("zstd: %v: %s", err, out)
+		}
+	}
+	stored0 := storeFiles(warmDir)
 
 	// m settles (inputs in the page cache, a quiet disk), then measures.
 	m := func(key string, inputs []string, args ...string) {
@@ -154,7 +166,7 @@ func run(ctx context.Context) error {
 		s.add(key, x)
 		log("  %-26s %8.3fs", key, x.secs)
 	}
-	rawIn, blobIn := []string{raw}, []string{blob}
+	rawIn, blobIn, storeIn := []string{raw}, []string{blob}, stored0
 	for r := 1; r <= *rounds; r++ {
 		log("round %d/%d", r, *rounds)
 		if want("put") {
@@ -166,7 +178,7 @@ func run(ctx context.Context) error {
 				func() {
 					os.RemoveAll(d)
 					m("put", rawIn, ic(d, "put", name, raw)...)
-					stored = dirSize(filepath.Join(d, "blobs"))
+					stored = dirSize(filepath.Join(d, "blobs")) + dirSize(filepath.Join(d, "layers", "blobs"))
 					os.RemoveAll(d)
 				},
 				func() { m("zstd -1 -T0", rawIn, "zstd", "-1", "-T0", "-q", "-f", raw, "-o", plain); os.Remove(plain) },
@@ -182,7 +194,7 @@ func run(ctx context.Context) error {
 		}
 		if want("cold") {
 			rotate(r,
-				func() { removeImage(ctx, imageID); m("get (cold)", blobIn, ic(warmDir, "get", name)...) },
+				func() { removeImage(ctx, imageID); m("get (cold)", storeIn, ic(warmDir, "get", name)...) },
 				func() { removeImage(ctx, imageID); m("docker load -i", rawIn, "docker", "load", "-q", "-i", raw) },
 				func() {
 					removeImage(ctx, imageID)
@@ -197,10 +209,10 @@ func run(ctx context.Context) error {
 		if want("contention") {
 			// Its own baseline, measured in the same round under the same conditions.
 			rotate(r,
-				func() { removeImage(ctx, imageID); m("get (cold, alone)", blobIn, ic(warmDir, "get", name)...) },
+				func() { removeImage(ctx, imageID); m("get (cold, alone)", storeIn, ic(warmDir, "get", name)...) },
 				func() {
 					removeImage(ctx, imageID)
-					settle(blob)
+					settle(storeIn...)
 					start := time.Now()
 					var wg sync.WaitGroup
 					var mu sync.Mutex
@@ -294,12 +306,11 @@ func countLoads(ctx context.Context, since, until time.Time) int {
 	}
 }
 
-func blobOf(dir string) string {
-	m, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*.tar.zst"))
-	if len(m) == 0 {
-		return ""
-	}
-	return m[0]
+// storeFiles lists the blob files of a cache (whole tars, skeletons, layers).
+func storeFiles(dir string) []string {
+	a, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*.tar.zst"))
+	b, _ := filepath.Glob(filepath.Join(dir, "layers", "blobs", "sha256", "*.tar.zst"))
+	return append(a, b...)
 }
 
 func dirSize(dir string) int64 {

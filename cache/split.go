@@ -232,13 +232,12 @@ func (c *Cache) reusePiece(ctx context.Context, name string, d digest.Digest, si
 		return manifest.Blob{}, false, nil
 	}
 	h.reused++
-	sum := sha256.New()
-	n, err := io.Copy(sum, r)
+	got, n, err := hashAside(r)
 	if err != nil {
 		lock.Release()
 		return manifest.Blob{}, true, fmt.Errorf("%s: %w", name, err)
 	}
-	if got := digest.NewDigestFromBytes(digest.SHA256, sum.Sum(nil)); got != d || n != size {
+	if got != d || n != size {
 		lock.Release()
 		return manifest.Blob{}, true, fmt.Errorf("%w: %s has sha256 %s, where its archive path and size say it is the stored layer %s (an archive that names content wrongly); nothing was stored", errdefs.ErrInvalid, name, got, d)
 	}
@@ -444,4 +443,45 @@ func prescan(r io.Reader) map[string]digest.Digest {
 		}
 	}
 	return paths
+}
+
+// hashAside is the sha256 of r, computed on another goroutine than the one
+// reading: the reader already hashes the whole tar as it goes (Split), so
+// that a known layer's two hashes use two cores.
+func hashAside(r io.Reader) (digest.Digest, int64, error) {
+	const bufs, size = 4, 1 << 20
+	free := make(chan []byte, bufs)
+	for range bufs {
+		free <- make([]byte, size)
+	}
+	full := make(chan []byte, bufs)
+	done := make(chan digest.Digest)
+	go func() {
+		h := sha256.New()
+		for b := range full {
+			h.Write(b)
+			free <- b[:size]
+		}
+		done <- digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	}()
+	var n int64
+	var rerr error
+	for {
+		b := <-free
+		k, err := io.ReadFull(r, b)
+		n += int64(k)
+		if k > 0 {
+			full <- b[:k]
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			rerr = err
+			break
+		}
+	}
+	close(full)
+	d := <-done
+	return d, n, rerr
 }

@@ -63,7 +63,10 @@ func TestManyProcesses(t *testing.T) {
 	images := make([]string, 4)
 	digests := map[string]string{}
 	for i := range images {
-		p, _ := genImage(t, testimage.Options{FileSize: 32 << 10})
+		// All four share their base layer (a piece of its own in the layer
+		// store): concurrent puts, gcs and repairs must neither lose it nor
+		// store it twice.
+		p, _ := genImage(t, testimage.Options{FileSize: 32 << 10, Layers: 2, SharedLayers: 1, BaseSeed: 5})
 		images[i] = p
 		digests["sha256:"+sha256File(t, p)] = p
 	}
@@ -184,15 +187,17 @@ func afterCrash(t *testing.T, dir string) {
 	}
 	must(t, dir, "gc")
 	left, _ := os.ReadDir(filepath.Join(dir, "tmp"))
-	if len(left) != 0 {
-		t.Fatalf("gc left %d files in tmp/ after a crash", len(left))
+	layerLeft, _ := os.ReadDir(filepath.Join(dir, "layers", "tmp"))
+	if len(left)+len(layerLeft) != 0 {
+		t.Fatalf("gc left %d files in tmp/ and %d in layers/tmp/ after a crash", len(left), len(layerLeft))
 	}
 }
 
 func TestCrashDuringPut(t *testing.T) {
 	dir := t.TempDir()
-	big, _ := genImage(t, testimage.Options{Layers: 4, FilesPerLayer: 8, FileSize: 1 << 20}) // ~32 MiB, incompressible
-	small, _ := genImage(t, testimage.Options{})
+	// ~32 MiB, incompressible; its base layer is also the kept entry's.
+	big, _ := genImage(t, testimage.Options{Layers: 4, FilesPerLayer: 8, FileSize: 1 << 20, SharedLayers: 1, BaseSeed: 11})
+	small, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 8, FileSize: 1 << 20, SharedLayers: 1, BaseSeed: 11})
 	must(t, dir, "put", "capy-ubuntu-25.04-keep", small)
 	rng := rand.New(rand.NewPCG(7, 7))
 	trials, killed := 24, 0
@@ -222,7 +227,7 @@ func TestCrashDuringPut(t *testing.T) {
 func TestCrashDuringGC(t *testing.T) {
 	pristine := t.TempDir()
 	for i := range 12 {
-		p, _ := genImage(t, testimage.Options{FileSize: 64 << 10})
+		p, _ := genImage(t, testimage.Options{FileSize: 64 << 10, Layers: 2, SharedLayers: 1, BaseSeed: 3})
 		must(t, pristine, "put", fmt.Sprintf("capy-ubuntu-25.04-v%d", i), p)
 	}
 	dir := filepath.Join(t.TempDir(), "cache")
@@ -412,4 +417,73 @@ func TestInterruptDuringLockWait(t *testing.T) {
 	if len(listEntries(t, dir)) != 0 {
 		t.Fatal("an interrupted put left an entry")
 	}
+}
+
+// TestCrashDuringMigrate: migrate of a whole-tar cache, killed at random
+// points, then run again: after every kill the cache verifies and every
+// entry exports its tar; the runs together convert every entry, and the
+// base the images share ends up stored once.
+func TestCrashDuringMigrate(t *testing.T) {
+	pristine := wholeTarDir(t)
+	want := map[string]string{}
+	for i := range 4 {
+		p, res := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 4, FileSize: 512 << 10, SharedLayers: 1, BaseSeed: 21})
+		name := fmt.Sprintf("capy-ubuntu-25.04-m%d", i)
+		must(t, pristine, "put", name, p)
+		want[name] = res.Digest.String()
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	if out, err := exec.Command("cp", "-a", pristine, dir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v: %s", err, out)
+	}
+	start := time.Now()
+	must(t, dir, "migrate")
+	took := time.Since(start)
+	rng := rand.New(rand.NewPCG(5, 5))
+	trials, killed := 6, 0
+	for range trials {
+		os.RemoveAll(dir)
+		if out, err := exec.Command("cp", "-a", pristine, dir).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v: %s", err, out)
+		}
+		delay := took/4 + time.Duration(rng.Int64N(int64(took*3/4)))
+		if !startKilled(t, dir, delay, "migrate") {
+			killed++
+		}
+		afterCrash(t, dir)
+		if got := checkHealthy(t, dir); len(got) != len(want) {
+			t.Fatalf("entries after a killed migrate: %v, want %v", got, want)
+		}
+		must(t, dir, "migrate") // carries on
+		for name, d := range checkHealthy(t, dir) {
+			if want[name] != d {
+				t.Fatalf("%s holds %s after migrate, want %s", name, d, want[name])
+			}
+		}
+		var m struct {
+			Version int `json:"version"`
+			Entries map[string]struct {
+				Skeleton *struct{} `json:"skeleton"`
+			} `json:"entries"`
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "manifest.json"))
+		if err := json.Unmarshal(b, &m); err != nil || m.Version != 2 {
+			t.Fatalf("manifest after migrate: version %d, %v", m.Version, err)
+		}
+		for name, e := range m.Entries {
+			if e.Skeleton == nil {
+				t.Fatalf("%s still whole after the second migrate", name)
+			}
+		}
+		if whole, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256")); len(whole) != 0 {
+			t.Fatalf("%d whole blobs left after migrate and gc", len(whole))
+		}
+		if layers, _ := os.ReadDir(filepath.Join(dir, "layers", "blobs", "sha256")); len(layers) != 1+2*len(want) {
+			t.Fatalf("layer store holds %d blobs, want %d (the base once, each image's layer and skeleton)", len(layers), 1+2*len(want))
+		}
+	}
+	if killed == 0 {
+		t.Fatalf("no migrate was killed mid-way (an uninterrupted one takes %v); the test proves nothing", took)
+	}
+	t.Logf("%d migrate trials, %d killed mid-operation (an uninterrupted one takes %v)", trials, killed, took)
 }

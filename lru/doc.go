@@ -33,6 +33,20 @@
 //     reported as a [Shortfall] with the exact bytes missing and what holds
 //     the rest (pinned and in-use blobs).
 //
+// # Parts
+//
+// A name may need blobs besides its head ([Entry.Parts]: the layers of a
+// split entry, which entries built on one base share). A part is never an
+// orphan while a head that keeps a name needs it; it is deleted, and
+// credited, in the step that drops the last such head (unless it is in
+// use: then it is an orphan for a later gc). In step 3 an entry with parts
+// whose eviction would free none of them (every one is needed by another
+// entry) is put off: evicting it would lose an image for its skeleton's
+// few bytes. After each eviction the put-off are tried again, least
+// recently used first, since that eviction may have left them the only
+// users of a layer. Those still put off when a limit is left unmet are
+// listed in [Plan.Shared] and counted in [Shortfall.Shared].
+//
 // Space is credited only when a blob is deleted: dropping a name of a shared
 // blob frees nothing. Blobs that the policy would have deleted but could not,
 // because they are pinned or in use, are listed in [Plan.Skipped]. Plans are

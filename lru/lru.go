@@ -493,6 +493,9 @@ func (pl *planner) sizeAndFree() {
 		pl.evict(b)
 		deferred = pl.retry(deferred)
 	}
+	if !pl.needSize() && !pl.needFree() {
+		return // the put-off held nothing back
+	}
 	for _, b := range deferred {
 		b.shared = true
 		for _, e := range b.names {

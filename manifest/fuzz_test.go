@@ -18,6 +18,8 @@ func FuzzDecode(f *testing.F) {
 		New(),
 		{Version: SchemaVersion, Entries: map[string]*Entry{"capy-ubuntu-25.04-gcc15": fullEntry("capy-ubuntu-25.04-gcc15")}},
 		{Version: SchemaVersion, Entries: map[string]*Entry{"a-b-c-d": minimalEntry("a-b-c-d", digestA), "e-f-g-h": minimalEntry("e-f-g-h", digestB)}},
+		{Version: SchemaVersion, Entries: map[string]*Entry{"x-y-z-w": splitEntry("x-y-z-w")}},
+		{Version: WholeTarSchema, Entries: map[string]*Entry{"a-b-c-d": minimalEntry("a-b-c-d", digestA)}},
 	} {
 		// Compact seeds: minimizing a new input costs time quadratic in
 		// its length, and the fuzzer derives new inputs from these.
@@ -68,6 +70,7 @@ func FuzzLookup(f *testing.F) {
 	for _, m := range []*Manifest{
 		New(),
 		{Version: SchemaVersion, Entries: map[string]*Entry{full.Name: full, "a-b-c-d": minimalEntry("a-b-c-d", digestA)}},
+		{Version: SchemaVersion, Entries: map[string]*Entry{full.Name: splitEntry(full.Name)}},
 	} {
 		data, err := json.Marshal(m)
 		if err != nil {

@@ -296,8 +296,10 @@ func (d *Decoder) Next() (Record, error) {
 		if n == 0 || n > MaxLiteral {
 			return Record{}, fmt.Errorf("%w: literal of %d bytes", ErrCorrupt, n)
 		}
-		b := make([]byte, n)
-		if _, err := io.ReadFull(d.r, b); err != nil {
+		// Grown as the bytes come (a corrupt length must not allocate
+		// 64 MiB for a skeleton of a few bytes).
+		b, err := io.ReadAll(io.LimitReader(d.r, int64(n)))
+		if err != nil || uint64(len(b)) != n {
 			return Record{}, fmt.Errorf("%w: truncated literal", ErrCorrupt)
 		}
 		d.off += int64(n)

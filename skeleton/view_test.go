@@ -9,6 +9,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/testimage"
 )
 
@@ -125,4 +126,49 @@ func TestNamed(t *testing.T) {
 			t.Errorf("ref %d = %+v, want %+v", i, got[i], res.Refs[i])
 		}
 	}
+}
+
+// FuzzView: any skeleton bytes either fail NewView with ErrCorrupt or give
+// a view whose in-order read is the bytes Join writes (or fails the same
+// documented ways), and whose naming pass fails only with ErrCorrupt.
+func FuzzView(f *testing.F) {
+	store := memStore{}
+	var skel bytes.Buffer
+	Split(bytes.NewReader(handMadeFor(nil)), &skel, 1, store.put)
+	f.Add(skel.Bytes())
+	f.Add([]byte(magic + "E\x00" + string(make([]byte, 32))))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		v, err := NewView(data, store.open)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("NewView error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		var viewed, joined bytes.Buffer
+		verr := copyView(&viewed, v)
+		_, jerr := Join(&joined, bytes.NewReader(data), store.open)
+		// The view checks pieces, not the whole tar (its literals come
+		// from a skeleton the caller verified): whatever Join accepts, the
+		// view reads the same; whatever the view refuses, Join refuses.
+		if jerr == nil && (verr != nil || !bytes.Equal(viewed.Bytes(), joined.Bytes())) {
+			t.Fatalf("Join accepted; the view read %d bytes (%v), Join wrote %d", viewed.Len(), verr, joined.Len())
+		}
+		if verr != nil && jerr == nil {
+			t.Fatalf("the view refused (%v) what Join accepted", verr)
+		}
+		if verr != nil && !errors.Is(verr, ErrMismatch) && !errors.Is(verr, errdefs.ErrNotFound) {
+			t.Fatalf("view read error %v is none of the documented ones", verr)
+		}
+		if _, err := Named(data); err != nil && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Named error %v is not ErrCorrupt", err)
+		}
+	})
+}
+
+// copyView reads v in order to w, reporting the first error (io.Copy would
+// hide none either, but stops at the first).
+func copyView(w io.Writer, v *View) error {
+	_, err := io.Copy(w, v)
+	return err
 }
