@@ -468,13 +468,16 @@ func engineCacheIn(t *testing.T, dir string) (*cache.Cache, *fakeEngine, *fakeCl
 }
 
 // engineAny is engineCacheIn on dir as it is (a new one becomes layered).
-func engineAny(t *testing.T, dir string) (*cache.Cache, *fakeEngine, *fakeClock) {
+func engineAny(t *testing.T, dir string, tune ...func(*cache.Options)) (*cache.Cache, *fakeEngine, *fakeClock) {
 	t.Helper()
 	eng := newFakeEngine(t)
 	clk := &fakeClock{now: t0}
 	opt := baseOptions(t)
 	opt.Now = clk.Now
 	opt.Engine = eng.connect
+	for _, f := range tune {
+		f(&opt)
+	}
 	c, err := cache.Open(dir, opt)
 	if err != nil {
 		t.Fatal(err)

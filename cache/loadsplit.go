@@ -168,7 +168,7 @@ var errLoadEnded = errors.New("load ended")
 // literals came with the verified skeleton; the config is checked against
 // the image ID as well.
 func writePartial(w io.Writer, e manifest.Entry, skel []byte, skip map[string]bool, open skeleton.Open) error {
-	v, err := skeleton.NewView(skel, open)
+	v, err := skeleton.NewView(skel, open, skeleton.TrustOpen())
 	if err != nil {
 		return err
 	}
@@ -250,7 +250,7 @@ func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manif
 	if e.Size-e.MetadataOffset > c.opt.HoldBackLimit {
 		// The metadata is far from the end: prove the pieces first.
 		op := &pieceOpener{c: c}
-		if _, err := skeleton.Join(io.Discard, bytes.NewReader(skel), op.open); err != nil {
+		if _, err := skeleton.Join(io.Discard, bytes.NewReader(skel), op.open, skeleton.TrustOpen()); err != nil {
 			return 0, &blobError{op.last, err}
 		}
 		from = max(e.Size-c.opt.HoldBackLimit, 0)
@@ -259,7 +259,7 @@ func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manif
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		_, err := skeleton.Join(pw, bytes.NewReader(skel), op.open)
+		_, err := skeleton.Join(pw, bytes.NewReader(skel), op.open, skeleton.TrustOpen())
 		pw.CloseWithError(err)
 		done <- err
 	}()
@@ -347,7 +347,7 @@ func (c *Cache) joinTo(e manifest.Entry, w io.Writer, label string) error {
 	}
 	op := &pieceOpener{c: c}
 	if c.opt.Progress == nil {
-		if _, err := skeleton.Join(w, bytes.NewReader(skel), op.open); err != nil {
+		if _, err := skeleton.Join(w, bytes.NewReader(skel), op.open, skeleton.TrustOpen()); err != nil {
 			return &blobError{op.last, err}
 		}
 		return nil
@@ -360,7 +360,7 @@ func (c *Cache) joinTo(e manifest.Entry, w io.Writer, label string) error {
 		pr.CloseWithError(err)
 		copied <- err
 	}()
-	_, err = skeleton.Join(pw, bytes.NewReader(skel), op.open)
+	_, err = skeleton.Join(pw, bytes.NewReader(skel), op.open, skeleton.TrustOpen())
 	pw.CloseWithError(err)
 	cerr := <-copied
 	if err != nil {

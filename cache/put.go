@@ -47,6 +47,11 @@ func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResu
 		return nil, err
 	}
 	img, err := b.Inspect(ctx, ref)
+	if errors.Is(err, errdefs.ErrNotFound) && ref != image && looksLikeID(image) {
+		// "sha256:<hex>" and short hex IDs parse as references too
+		// (docker.io/library/sha256:<hex>): no such image, so an ID.
+		img, err = b.Inspect(ctx, image)
+	}
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return nil, fmt.Errorf("image %s is not in the Docker daemon: %w (docker images lists them)", image, errdefs.ErrNotFound)
@@ -67,6 +72,22 @@ func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResu
 		return nil, fmt.Errorf("save %s: %w", image, err)
 	}
 	return res, nil
+}
+
+// looksLikeID reports whether s is an image ID rather than a reference.
+func looksLikeID(s string) bool {
+	if d, err := digest.Parse(s); err == nil && d.Algorithm() == digest.SHA256 {
+		return true
+	}
+	if len(s) < 12 || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // ingest is the one ingest path. With a layer store, the tar is split

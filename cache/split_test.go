@@ -413,3 +413,38 @@ func TestMigrate(t *testing.T) {
 		t.Error("a put after migrate stored a whole tar")
 	}
 }
+
+// TestSplitMetadataFirst: an archive whose manifest.json comes first, far
+// from its end: with a small hold-back limit, a whole load of a split
+// entry proves every piece first; tampered, nothing reaches the engine.
+// Save streams a daemon's image into the layer store and back out intact.
+func TestSplitMetadataFirst(t *testing.T) {
+	data, res := imageOpts(t, testimage.Options{Tag: "t/m:1", Seed: 5, Layers: 2, FileSize: 70 << 10, MetadataFirst: true})
+	small := func(o *cache.Options) { o.HoldBackLimit = 4096 }
+	for _, tampered := range []bool{false, true} {
+		c, eng, _ := engineAny(t, t.TempDir(), small)
+		e := put(t, c, "capy-ubuntu-25.04-m", data).Entry
+		if e.MetadataOffset > 4096 || !e.Split() {
+			t.Fatalf("entry %+v: want metadata first, split", e)
+		}
+		if tampered {
+			flipByte(t, layerPath(c, e.Pieces[len(e.Pieces)-1].Digest))
+		}
+		_, err := c.Get(context.Background(), mustName(t, "capy-ubuntu-25.04-m"))
+		loads := eng.allLoads()
+		switch {
+		case tampered && (!errors.Is(err, errdefs.ErrIntegrity) || len(loads) != 0):
+			t.Errorf("tampered: Get = %v, %d loads; want ErrIntegrity before any byte was sent", err, len(loads))
+		case !tampered && (err != nil || len(loads) != 1 || loads[0].Digest != res.Digest):
+			t.Errorf("Get = %v, loads %+v", err, loads)
+		}
+		if tampered {
+			continue
+		}
+		// Save: from the engine into a new name, split again, same tar.
+		saved, err := c.Save(context.Background(), res.ImageID.String(), mustName(t, "other-debian-13-saved"))
+		if err != nil || saved.Entry.Digest != res.Digest || !saved.Entry.Split() || saved.Reused != 2 {
+			t.Fatalf("Save = %+v, %v; want the same tar, its 2 layers reused", saved, err)
+		}
+	}
+}

@@ -55,7 +55,8 @@ func runnableBase(t *testing.T, dataSize int) string {
 	}
 	io.Copy(io.Discard, rc)
 	rc.Close()
-	t.Cleanup(func() { removeImage(ref) })
+	id := imageID(t, ref)
+	t.Cleanup(func() { removeImage(id) })
 	return ref
 }
 
@@ -93,8 +94,9 @@ func buildVariant(t *testing.T, base, file string, n int) (string, string) {
 	if err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out.String())
 	}
-	t.Cleanup(func() { removeImage(ref) })
-	return saveImage(t, ref), imageID(t, ref)
+	id := imageID(t, ref)
+	t.Cleanup(func() { removeImage(id) }) // by ID: every tag (imgcache's too) goes
+	return saveImage(t, ref), id
 }
 
 func imageID(t *testing.T, ref string) string {

@@ -26,6 +26,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"github.com/opencontainers/go-digest"
@@ -79,7 +80,10 @@ func Split(r io.Reader, w io.Writer, minBlob int64, put Put) (*Result, error) {
 		minBlob = DefaultMinBlob
 	}
 	minBlob = min(minBlob, MaxLiteral) // a literal never exceeds MaxLiteral
-	whole := sha256.New()
+	// The whole tar is hashed on a goroutine of its own: put hashes each
+	// payload too (and compresses the new ones), and two cores beat one.
+	whole := newAsideHash()
+	defer whole.abandon()
 	cr := &countingReader{r: io.TeeReader(r, whole)}
 	enc := &encoder{w: bufio.NewWriterSize(w, 1<<16)}
 	enc.raw([]byte(magic))
@@ -128,7 +132,7 @@ func Split(r io.Reader, w io.Writer, minBlob int64, put Put) (*Result, error) {
 		}
 	}
 	res.Size = cr.n
-	res.Digest = digest.NewDigest(digest.SHA256, whole)
+	res.Digest = whole.sum()
 	enc.end(res.Size, res.Digest)
 	if enc.err == nil {
 		enc.err = enc.w.Flush()
@@ -329,19 +333,41 @@ func (d *Decoder) Next() (Record, error) {
 // Open returns a payload's stored bytes.
 type Open func(d digest.Digest) (io.ReadCloser, error)
 
+// Option changes how Join and NewView read payloads.
+type Option func(*options)
+
+type options struct{ trusted bool }
+
+// TrustOpen says that the readers open returns verify their own content:
+// the read that reaches a payload's end fails if its bytes are not the
+// digest's (imgcache's blob store does). The payloads are then not hashed
+// a second time; their sizes, and the whole tar's digest (Join), still
+// are checked, and a reader's failure wraps ErrMismatch.
+func TrustOpen() Option { return func(o *options) { o.trusted = true } }
+
+func optionsOf(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // Join writes the tar the skeleton describes to w: literals as they are,
 // each payload from open, checked against its size and sha256, and the
-// whole tar against its digest. A mismatch is an error wrapping
-// ErrMismatch; the caller must treat what was written as unverified until
-// Join returns nil (the last bytes written are the tar's tail: hold them
-// back from a consumer that could commit early). It returns the tar's
-// digest and size.
-func Join(w io.Writer, skel io.Reader, open Open) (Ref, error) {
+// whole tar against its digest (hashed on a goroutine of its own). A
+// mismatch is an error wrapping ErrMismatch; the caller must treat what
+// was written as unverified until Join returns nil (the last bytes written
+// are the tar's tail: hold them back from a consumer that could commit
+// early). It returns the tar's digest and size.
+func Join(w io.Writer, skel io.Reader, open Open, opts ...Option) (Ref, error) {
+	o := optionsOf(opts)
 	dec, err := NewDecoder(skel)
 	if err != nil {
 		return Ref{}, err
 	}
-	whole := sha256.New()
+	whole := newAsideHash()
+	defer whole.abandon()
 	out := io.MultiWriter(w, whole)
 	for {
 		rec, err := dec.Next()
@@ -357,11 +383,11 @@ func Join(w io.Writer, skel io.Reader, open Open) (Ref, error) {
 				return Ref{}, err
 			}
 		case rec.Ref != nil:
-			if err := copyPiece(out, *rec.Ref, open); err != nil {
+			if err := copyPiece(out, *rec.Ref, open, o.trusted); err != nil {
 				return Ref{}, err
 			}
 		default:
-			if got := digest.NewDigest(digest.SHA256, whole); got != rec.End.Digest {
+			if got := whole.sum(); got != rec.End.Digest {
 				return Ref{}, fmt.Errorf("%w: the tar's sha256 is %s, the skeleton says %s", ErrMismatch, got, rec.End.Digest)
 			}
 			return *rec.End, nil
@@ -369,20 +395,35 @@ func Join(w io.Writer, skel io.Reader, open Open) (Ref, error) {
 	}
 }
 
-// copyPiece copies one payload, verifying its size and digest.
-func copyPiece(w io.Writer, ref Ref, open Open) error {
+// copyPiece copies one payload, verifying its size and digest (or, when
+// trusted, its size, and the reader's own verdict at its end).
+func copyPiece(w io.Writer, ref Ref, open Open, trusted bool) error {
 	rc, err := open(ref.Digest)
 	if err != nil {
 		return fmt.Errorf("payload %s: %w", ref.Digest, err)
 	}
 	defer rc.Close()
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(rc, ref.Size))
+	var h hash.Hash
+	dst := w
+	if !trusted {
+		h = sha256.New()
+		dst = io.MultiWriter(w, h)
+	}
+	// A trusted reader's errors pass as they are: its mismatch carries its
+	// own category (errdefs.ErrIntegrity for the blob store), and an I/O
+	// error is not a mismatch.
+	n, err := io.CopyBuffer(struct{ io.Writer }{dst}, io.LimitReader(rc, ref.Size), make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("payload %s: %w", ref.Digest, err)
 	}
 	if n != ref.Size {
 		return fmt.Errorf("%w: payload %s holds %d bytes, the skeleton says %d", ErrMismatch, ref.Digest, n, ref.Size)
+	}
+	if trusted {
+		if err := atEnd(rc); err != nil {
+			return fmt.Errorf("payload %s: %w", ref.Digest, err)
+		}
+		return nil
 	}
 	if err := extra(rc); err != nil {
 		return fmt.Errorf("%w: payload %s is longer than the skeleton's %d bytes", ErrMismatch, ref.Digest, ref.Size)
@@ -391,6 +432,91 @@ func copyPiece(w io.Writer, ref Ref, open Open) error {
 		return fmt.Errorf("%w: payload has sha256 %s, the skeleton says %s", ErrMismatch, got, ref.Digest)
 	}
 	return nil
+}
+
+// atEnd reads past a trusted payload's last byte: a reader that verifies
+// its content reports a mismatch there; more bytes are one too.
+func atEnd(r io.Reader) error {
+	var b [1]byte
+	for range 2 { // a reader may report EOF on the next call
+		n, err := r.Read(b[:])
+		if n > 0 {
+			return fmt.Errorf("%w: longer than the skeleton says", ErrMismatch)
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// asideHash is a sha256 computed on a goroutine of its own: Write copies
+// into a pooled buffer and hands it over, so the writer's goroutine does
+// not pay for the hash.
+type asideHash struct {
+	full chan []byte
+	free chan []byte
+	done chan digest.Digest
+	buf  []byte
+}
+
+const asideBuf = 1 << 20
+
+func newAsideHash() *asideHash {
+	a := &asideHash{full: make(chan []byte, 4), free: make(chan []byte, 4), done: make(chan digest.Digest, 1)}
+	for range 4 {
+		a.free <- make([]byte, 0, asideBuf)
+	}
+	full, free, done := a.full, a.free, a.done // sum sets a.full to nil
+	go func() {
+		h := sha256.New()
+		for b := range full {
+			h.Write(b)
+			free <- b[:0]
+		}
+		done <- digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	}()
+	return a
+}
+
+func (a *asideHash) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if a.buf == nil {
+			a.buf = <-a.free
+		}
+		k := min(len(p), cap(a.buf)-len(a.buf))
+		a.buf = append(a.buf, p[:k]...)
+		p = p[k:]
+		if len(a.buf) == cap(a.buf) {
+			a.full <- a.buf
+			a.buf = nil
+		}
+	}
+	return n, nil
+}
+
+// sum flushes and returns the digest; the hash can take no more writes.
+func (a *asideHash) sum() digest.Digest {
+	if a.buf != nil && len(a.buf) > 0 {
+		a.full <- a.buf
+	}
+	a.buf = nil
+	close(a.full)
+	a.full = nil
+	return <-a.done
+}
+
+// abandon ends the goroutine if sum was not called.
+func (a *asideHash) abandon() {
+	if a.full != nil {
+		close(a.full)
+		a.full = nil
+		<-a.done
+	}
 }
 
 // extra reports an error if r has more bytes.

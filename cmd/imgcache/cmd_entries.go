@@ -95,7 +95,11 @@ func printEntry(e *env, n naming.Name, en manifest.Entry) {
 	row("Format", en.Format)
 	switch {
 	case en.Split():
-		row("Layout", fmt.Sprintf("split: skeleton %s (%s), %d pieces, %d layers identified", en.Skeleton.Digest, units.BytesSize(float64(en.Skeleton.Size)), len(en.Pieces), len(en.Layers)))
+		loads := fmt.Sprintf("%d layers identified (partial loads)", len(en.Layers))
+		if len(en.Layers) == 0 {
+			loads = "layers not identified: always loaded whole"
+		}
+		row("Layout", fmt.Sprintf("split: skeleton %s (%s), %d pieces, %s", en.Skeleton.Digest, units.BytesSize(float64(en.Skeleton.Size)), len(en.Pieces), loads))
 		for i, l := range en.Layers {
 			row(fmt.Sprintf("Layer %d", i), fmt.Sprintf("%s %s (%s stored) %s", l.DiffID, units.BytesSize(float64(l.Size)), units.BytesSize(float64(storedOf(en, l.Digest))), l.Path))
 		}
