@@ -155,7 +155,10 @@ func layerBench(ctx context.Context, bin string) error {
 // ensurePair builds (or reuses) the base, the two variants, their tars and
 // floors.
 func ensurePair(ctx context.Context) ([]pairImage, error) {
-	if _, err := cli.ImageInspect(ctx, tagBase); err != nil {
+	_, errGo := cli.ImageInspect(ctx, tagGo)
+	_, errJVM := cli.ImageInspect(ctx, tagJVM)
+	_, errBase := cli.ImageInspect(ctx, tagBase)
+	if (errGo != nil || errJVM != nil) && errBase != nil { // needed only to build a variant
 		log("importing the base from %s", *basePaths)
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(writeRootfs(pw, strings.Split(*basePaths, ","))) }()

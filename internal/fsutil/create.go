@@ -83,7 +83,9 @@ func WriteAtomic(path, tmp string, write func(io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	err = write(f)
+	// Large outputs (export -o) start their writeback as they go, so that
+	// the fsync below waits for the tail only.
+	err = write(Writeback(f, 32<<20))
 	if err == nil {
 		err = f.Sync()
 	}
