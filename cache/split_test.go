@@ -277,7 +277,7 @@ func TestSplitGC(t *testing.T) {
 	// The base image alone, older than b: its eviction would free none of
 	// its layers while b needs the base, so b goes first, then it.
 	clk.Advance(time.Minute)
-	ec := put(t, c, "capy-ubuntu-25.04-base", p.base).Entry
+	put(t, c, "capy-ubuntu-25.04-base", p.base)
 	touchAt(t, c, "capy-ubuntu-25.04-base", t0)
 	rep = gc(t, c, cache.GCOptions{Limits: lru.Limits{MaxSize: 1}})
 	var order []string
@@ -290,10 +290,9 @@ func TestSplitGC(t *testing.T) {
 	if keys := allBlobKeys(t, c); len(keys) != 0 {
 		t.Errorf("left after evicting everything: %v", keys)
 	}
-	_ = ec
 
-	// With the base pinned... rather: an entry that frees nothing and stays
-	// is reported as shared.
+	// b pinned: the base image frees none of its layers while b needs the
+	// base, so it stays, and is reported as shared.
 	put(t, c, "capy-ubuntu-25.04-b", p.b)
 	put(t, c, "capy-ubuntu-25.04-base", p.base)
 	if err := c.SetPinned(context.Background(), mustName(t, "capy-ubuntu-25.04-b"), true); err != nil {
