@@ -219,7 +219,7 @@ func TestLayersSharedBase(t *testing.T) {
 		t.Errorf("the tampered layer is still in the store: %v", err)
 	}
 	// a still exports and loads.
-	if d := hashFile(t, exportTo(t, dir, "capy-busybox-1-a")); d != fileDigest(t, tarA) {
+	if d := hashFile(t, exportTo(t, dir, "capy-busybox-1-a")); d != hashFile(t, tarA) {
 		t.Error("export of a differs from its tar")
 	}
 }
@@ -255,7 +255,6 @@ func execIn(ref string, args ...string) (string, error) {
 }
 
 func hashFile(t *testing.T, p string) string   { return "sha256:" + sha256File(t, p) }
-func fileDigest(t *testing.T, p string) string { return hashFile(t, p) }
 
 func flipMiddle(t *testing.T, p string) {
 	t.Helper()
@@ -301,7 +300,7 @@ func TestLayersExportByteIdentical(t *testing.T) {
 	empty, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 0})
 	for name, p := range map[string]string{"capy-x-1-docker": tarA, "capy-x-1-multi": multi, "capy-x-1-oci": oci, "capy-x-1-empty": empty} {
 		digest := must(t, dir, "put", name, p)
-		if want := fileDigest(t, p); digest != want {
+		if want := hashFile(t, p); digest != want {
 			t.Errorf("%s: put printed %s, sha256 of the tar is %s", name, digest, want)
 		}
 		if got := hashFile(t, exportTo(t, dir, name)); got != digest {
