@@ -254,7 +254,7 @@ func execIn(ref string, args ...string) (string, error) {
 	return out.String() + errb.String(), nil
 }
 
-func hashFile(t *testing.T, p string) string   { return "sha256:" + sha256File(t, p) }
+func hashFile(t *testing.T, p string) string { return "sha256:" + sha256File(t, p) }
 
 func flipMiddle(t *testing.T, p string) {
 	t.Helper()
