@@ -236,19 +236,42 @@ func (s *Store) publish(ctx context.Context, tmp *tempFile, info Info) (*Ingeste
 		return nil, err
 	}
 	dst, _ := s.BlobPath(info.Digest)
-	if existing, err := s.Stat(info.Digest); err == nil {
+	dedup := func() (*Ingested, error) {
+		existing, err := s.Stat(info.Digest)
+		if err != nil {
+			lock.Release()
+			return nil, fmt.Errorf("ingest: %w", err)
+		}
 		info.Stored, info.ModTime = existing.Stored, existing.ModTime
 		return &Ingested{Info: info, Deduplicated: true, lock: lock}, nil // tmp.discard drops our copy
+	}
+	if _, err := s.Stat(info.Digest); err == nil {
+		return dedup()
 	}
 	if err := fsutil.ReadOnly(tmp.path); err != nil {
 		lock.Release()
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
-	if err := os.Rename(tmp.path, dst); err != nil {
+	// The shared lock keeps gc away but lets other ingests of the same
+	// content publish at the same moment: only one of them may, so the blob
+	// appears through link(2), which refuses to replace it. The temp name is
+	// removed by discard.
+	switch err := os.Link(tmp.path, dst); {
+	case err == nil:
+	case errors.Is(err, fs.ErrExist):
+		return dedup()
+	case errors.Is(err, errors.ErrUnsupported) || errors.Is(err, fs.ErrPermission):
+		// No hard links here (some FUSE and network filesystems): rename,
+		// accepting that a racing ingest of the same bytes may replace ours.
+		if err := os.Rename(tmp.path, dst); err != nil {
+			lock.Release()
+			return nil, fmt.Errorf("ingest: publish %s: %w", dst, fsutil.Classify(err))
+		}
+		tmp.published = true
+	default:
 		lock.Release()
 		return nil, fmt.Errorf("ingest: publish %s: %w", dst, fsutil.Classify(err))
 	}
-	tmp.published = true
 	if err := fsutil.SyncDir(s.blobDir()); err != nil {
 		lock.Release()
 		return nil, fmt.Errorf("ingest: fsync %s: %w", s.blobDir(), fsutil.Classify(err))
