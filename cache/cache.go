@@ -208,6 +208,22 @@ func (c *Cache) touch(ctx context.Context, n naming.Name, d digest.Digest) error
 	return c.man.Touch(lctx, n.String(), d, c.opt.Now().UTC())
 }
 
+// Hold keeps n's entry, while it holds d, and its daemon image from
+// eviction until until (get --hold): for a job that needs its image
+// longer than the min-age. It is a time, not a lock: a hold whose holder
+// died expires all the same.
+func (c *Cache) Hold(ctx context.Context, n naming.Name, d digest.Digest, until time.Time) error {
+	if err := checkName(n); err != nil {
+		return err
+	}
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	if err := c.man.Hold(lctx, n.String(), d, until.UTC()); err != nil {
+		return fmt.Errorf("hold %s: %w", n, err)
+	}
+	return nil
+}
+
 // linkPath is the one place a name becomes a path under names/.
 func (c *Cache) linkPath(n naming.Name) string {
 	return filepath.Join(c.dir, "names", n.Project(), n.String()+".tar.zst")

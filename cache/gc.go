@@ -22,12 +22,11 @@ import (
 
 // GCOptions say what gc should reach.
 type GCOptions struct {
+	// Limits are what gc reaches; Limits.MinAge protects entries used
+	// that recently (and holds protect theirs) from every limit.
 	Limits lru.Limits
 	DryRun bool // plan only: change nothing
 	Docker bool // also remove evicted names' imgcache/<name> tags from the daemon
-	// Recent is the window in which an eviction counts as thrashing: gc warns
-	// when it evicts something used that recently. Default 10 minutes.
-	Recent time.Duration
 }
 
 // GCVictim is one step of what gc did (or would do).
@@ -57,9 +56,11 @@ type GCReport struct {
 	Skipped      []string        `json:"skipped"`    // blobs kept because pinned or in use
 	Shared       []string        `json:"shared"`     // names kept: evicting them would free none of their layers
 	Shortfalls   []lru.Shortfall `json:"shortfalls"`
-	Recent       []string        `json:"recently_used_evicted"` // evicted names used within the Recent window
-	Docker       []string        `json:"docker_removed,omitempty"`
-	DockerErrors []string        `json:"docker_errors,omitempty"`
+	// Protected are names a limit would have evicted that were used within
+	// the min-age or are held (get --hold): kept, with their daemon images.
+	Protected    []string `json:"protected"`
+	Docker       []string `json:"docker_removed,omitempty"`
+	DockerErrors []string `json:"docker_errors,omitempty"`
 }
 
 // Short reports whether a target could not be reached.
@@ -79,10 +80,7 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if err := opt.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("gc: %w: %w", errdefs.ErrInvalid, err)
 	}
-	if opt.Recent <= 0 {
-		opt.Recent = 10 * time.Minute
-	}
-	rep := &GCReport{DryRun: opt.DryRun, Victims: []GCVictim{}, Skipped: []string{}, Shared: []string{}, Shortfalls: []lru.Shortfall{}, Recent: []string{}}
+	rep := &GCReport{DryRun: opt.DryRun, Victims: []GCVictim{}, Skipped: []string{}, Shared: []string{}, Shortfalls: []lru.Shortfall{}, Protected: []string{}}
 	if !opt.DryRun {
 		for _, store := range c.stores() {
 			freed, removed, err := store.CleanTmp()
@@ -103,7 +101,7 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	}
 	defer p.release()
 	if opt.DryRun {
-		c.reportPlan(p.plan, nil, opt, rep)
+		c.reportPlan(p.plan, nil, rep)
 		rep.Freed, rep.FreeAfter = p.plan.Freed, free+p.plan.Freed
 		return rep, nil
 	}
@@ -114,7 +112,7 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.reportPlan(p.plan, evicted, opt, rep)
+	c.reportPlan(p.plan, evicted, rep)
 	c.deleteBlobs(p, doomed, rep)
 	gone := map[string]bool{}
 	for _, key := range doomed {
@@ -195,7 +193,7 @@ func (c *Cache) planGC(ctx context.Context, free int64, limits lru.Limits, lock 
 			continue // blob missing: verify reports it, nothing to evict
 		}
 		parts = slices.DeleteFunc(parts, func(k string) bool { _, ok := index[k]; return !ok }) // missing: verify's
-		st.Entries = append(st.Entries, lru.Entry{Name: name, Blob: head, Parts: parts, LastUsed: e.LastUsed, Pinned: e.Pinned})
+		st.Entries = append(st.Entries, lru.Entry{Name: name, Blob: head, Parts: parts, LastUsed: e.LastUsed, Pinned: e.Pinned, HeldUntil: m.HeldUntil(name, e.Digest)})
 	}
 	p := &gcPlan{seen: m, held: map[string]*lockfile.Lock{}, sizes: st.Blobs}
 	for {
@@ -252,18 +250,20 @@ func (p *gcPlan) lockVictims(c *Cache) (busy []string, err error) {
 }
 
 // commitGC drops the victims' names under the manifest's lock, each only if
-// it still holds the digest the plan saw, unpinned and not used since (a
-// put, pin or get that landed after the plan wins), and their links. It
+// it still holds the digest the plan saw, unpinned, not used since and not
+// held now (a put, pin, get or hold that landed after the plan wins), and
+// their links. It
 // returns the names dropped (with the digest each named) and the planned
 // blobs that no name points at now.
 func (c *Cache) commitGC(ctx context.Context, p *gcPlan) (map[string]digest.Digest, []string, error) {
 	evicted := map[string]digest.Digest{}
 	var doomed []string
 	err := c.updateThen(ctx, func(now *manifest.Manifest) error {
+		t := c.opt.Now()
 		for _, v := range p.plan.Victims {
 			for _, name := range v.Names {
 				was, cur := p.seen.Entries[name], now.Entries[name]
-				if was == nil || cur == nil || cur.Digest != was.Digest || cur.Pinned || cur.LastUsed.After(was.LastUsed) {
+				if was == nil || cur == nil || cur.Digest != was.Digest || cur.Pinned || cur.LastUsed.After(was.LastUsed) || now.HeldUntil(name, cur.Digest).After(t) {
 					continue
 				}
 				evicted[name] = cur.Digest
@@ -370,10 +370,9 @@ func entryKeys(e *manifest.Entry) (head string, parts []string) {
 
 // reportPlan fills the report from the plan (after a commit, with only
 // the names it evicted: a victim used, pinned or re-put since the plan is
-// kept, and its blob reported as skipped) and warns when gc evicts what was
-// used within opt.Recent (the limits may be too tight).
-func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, opt GCOptions, rep *GCReport) {
-	now := c.opt.Now()
+// kept, and its blob reported as skipped) and says what min-age and holds
+// kept from a limit.
+func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, rep *GCReport) {
 	for _, v := range plan.Victims {
 		gv := GCVictim{Names: []string{}, Blob: v.Blob, Layers: v.Parts, Freed: v.Freed, LastUsed: v.LastUsed, Reason: string(v.Reason)}
 		for _, name := range v.Names {
@@ -388,16 +387,14 @@ func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, opt 
 			continue // kept: changed since the plan
 		}
 		rep.Victims = append(rep.Victims, gv)
-		if !v.LastUsed.IsZero() && now.Sub(v.LastUsed) < opt.Recent {
-			rep.Recent = append(rep.Recent, gv.Names...)
-		}
 	}
 	rep.StoredBefore, rep.StoredAfter = plan.StoredBefore, plan.StoredAfter
 	rep.Shortfalls = append(rep.Shortfalls, plan.Shortfalls...)
 	rep.Skipped = append(rep.Skipped, plan.Skipped...)
 	rep.Shared = append(rep.Shared, plan.Shared...)
-	if len(rep.Recent) > 0 {
-		c.opt.Log.Warn("gc evicted entries used in the last minutes: the limits may be too tight for the working set", "names", rep.Recent, "window", opt.Recent.String())
+	rep.Protected = append(rep.Protected, plan.Protected...)
+	if len(rep.Protected) > 0 {
+		c.opt.Log.Info("gc kept entries used within the min-age or held by a job", "names", rep.Protected)
 	}
 }
 

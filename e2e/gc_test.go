@@ -92,7 +92,7 @@ func TestMinFreeEvictsExactlyTheLRUEntriesNeeded(t *testing.T) {
 	}
 	blob := entries[0].StoredSize
 	need := freeBytes(t, dir) + blob*3/2
-	out := must(t, dir, "gc", "--json", "--min-free", fmt.Sprint(need))
+	out := must(t, dir, "gc", "--json", "--min-age", "0", "--min-free", fmt.Sprint(need))
 	var rep gcReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func TestMinFreeEvictsExactlyTheLRUEntriesNeeded(t *testing.T) {
 		t.Fatalf("entries left: %v", left)
 	}
 	// Hysteresis: already above --min-free, a second gc evicts nothing.
-	if out := must(t, dir, "gc", "--json", "--min-free", fmt.Sprint(need)); strings.Contains(out, `"names": [`) {
+	if out := must(t, dir, "gc", "--json", "--min-age", "0", "--min-free", fmt.Sprint(need)); strings.Contains(out, `"names": [`) {
 		t.Fatalf("second gc evicted more: %s", out)
 	}
 }
@@ -133,7 +133,7 @@ func TestGCSkipsABlobAnotherProcessHolds(t *testing.T) {
 	stdout.Read(make([]byte, 4))
 
 	var rep gcReport
-	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--max-size", "1")), &rep)
+	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--min-age", "0", "--max-size", "1")), &rep)
 	if got, want := evictedNames(rep), []string{"capy-ubuntu-25.04-free1", "capy-ubuntu-25.04-free2"}; !slices.Equal(got, want) {
 		t.Fatalf("gc evicted %v, want %v", got, want)
 	}
@@ -144,13 +144,13 @@ func TestGCSkipsABlobAnotherProcessHolds(t *testing.T) {
 		t.Fatalf("gc deleted a blob another process holds: %v", err)
 	}
 	// Strict mode says the target was missed.
-	if r := imgcache(t, dir, nil, "gc", "--strict", "--max-size", "1"); r.code != 9 {
+	if r := imgcache(t, dir, nil, "gc", "--strict", "--min-age", "0", "--max-size", "1"); r.code != 9 {
 		t.Fatalf("gc --strict with an unreachable target: %s", r)
 	}
 	// Once the holder is gone the blob goes.
 	holder.Process.Kill()
 	holder.Wait()
-	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--max-size", "1")), &rep)
+	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--min-age", "0", "--max-size", "1")), &rep)
 	if got := evictedNames(rep); !slices.Equal(got, []string{"capy-ubuntu-25.04-held"}) {
 		t.Fatalf("after the holder died gc evicted %v", got)
 	}
@@ -184,7 +184,7 @@ func TestGCDockerUntagsButNeverForces(t *testing.T) {
 		}
 	}
 	var rep gcReport
-	r := imgcache(t, dir, nil, "gc", "--json", "--docker", "--max-size", "1")
+	r := imgcache(t, dir, nil, "gc", "--json", "--docker", "--min-age", "0", "--max-size", "1")
 	if r.code != 0 {
 		t.Fatalf("gc --docker: %s", r)
 	}
@@ -205,7 +205,7 @@ func TestAutomaticGCAfterPut(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := genImage(t, testimage.Options{FileSize: 256 << 10})
 	b, _ := genImage(t, testimage.Options{FileSize: 256 << 10})
-	env := []string{"IMGCACHE_MAX_SIZE=2M"} // one blob (~1.5 MiB) fits, two do not
+	env := []string{"IMGCACHE_MAX_SIZE=2M", "IMGCACHE_MIN_AGE=0"} // one blob (~1.5 MiB) fits, two do not
 	if r := imgcache(t, dir, env, "put", "capy-ubuntu-25.04-old", a); r.code != 0 {
 		t.Fatal(r)
 	}
@@ -215,5 +215,48 @@ func TestAutomaticGCAfterPut(t *testing.T) {
 	got := listEntries(t, dir)
 	if _, ok := got["capy-ubuntu-25.04-new"]; !ok || len(got) != 1 {
 		t.Fatalf("after an automatic gc with IMGCACHE_MAX_SIZE=2M: %v, want only the new entry", got)
+	}
+}
+
+// TestGetThenGCKeepsTheJobsImage: a job's `ref=$(imgcache get A)` followed
+// at once by another shell's `gc --docker` with a tight limit: the entry and
+// its daemon image stay (the default min-age), and the shortfall says why
+// (exit 9 with --strict). Once a (short) min-age has passed, the same gc
+// evicts both. A hold (get --hold) outlives the min-age, then expires.
+// Before min-age, the first gc evicted the entry and removed the image.
+func TestGetThenGCKeepsTheJobsImage(t *testing.T) {
+	needDocker(t)
+	dir := t.TempDir()
+	img, _ := genImage(t, testimage.Options{})
+	must(t, dir, "put", "capy-ubuntu-25.04-job", img)
+	ref := must(t, dir, "get", "capy-ubuntu-25.04-job")
+	r := imgcache(t, dir, nil, "gc", "--docker", "--strict", "--max-size", "1")
+	if r.code != 9 || !strings.Contains(r.stderr, "recently used or held") {
+		t.Fatalf("gc --docker --strict --max-size 1 right after get: %s", r)
+	}
+	if !inDaemon(t, ref) {
+		t.Fatalf("gc removed %s from the daemon between the job's get and its run", ref)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	var rep gcReport
+	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--docker", "--min-age", "1s", "--max-size", "1")), &rep)
+	if got := evictedNames(rep); !slices.Equal(got, []string{"capy-ubuntu-25.04-job"}) || inDaemon(t, ref) {
+		t.Fatalf("once the 1s min-age passed: evicted %v, image still in the daemon: %v", got, inDaemon(t, ref))
+	}
+
+	img2, _ := genImage(t, testimage.Options{})
+	must(t, dir, "put", "capy-ubuntu-25.04-long", img2)
+	got := time.Now()
+	ref2 := must(t, dir, "get", "--hold", "5s", "capy-ubuntu-25.04-long")
+	time.Sleep(1500 * time.Millisecond)
+	r = imgcache(t, dir, nil, "gc", "--json", "--docker", "--min-age", "1s", "--max-size", "1")
+	json.Unmarshal([]byte(r.stdout), &rep)
+	if r.code != 0 || len(evictedNames(rep)) != 0 || !inDaemon(t, ref2) {
+		t.Fatalf("gc past the min-age but within the hold: %s", r)
+	}
+	time.Sleep(time.Until(got.Add(5500 * time.Millisecond)))
+	json.Unmarshal([]byte(must(t, dir, "gc", "--json", "--docker", "--min-age", "1s", "--max-size", "1")), &rep)
+	if got := evictedNames(rep); !slices.Equal(got, []string{"capy-ubuntu-25.04-long"}) || inDaemon(t, ref2) {
+		t.Fatalf("after the hold expired: evicted %v, image in the daemon: %v", got, inDaemon(t, ref2))
 	}
 }

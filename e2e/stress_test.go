@@ -103,7 +103,7 @@ func TestManyProcesses(t *testing.T) {
 				case "rm":
 					args = []string{"rm", name}
 				case "gc":
-					args = []string{"gc", "--max-size", "500K"}
+					args = []string{"gc", "--min-age", "0", "--max-size", "500K"}
 				case "verify":
 					args = []string{"verify", name}
 				case "verify-all":
@@ -241,7 +241,7 @@ func TestCrashDuringGC(t *testing.T) {
 	}
 	refill()
 	start := time.Now()
-	must(t, dir, "gc", "--max-size", "300K")
+	must(t, dir, "gc", "--min-age", "0", "--max-size", "300K")
 	took := time.Since(start)
 	rng := rand.New(rand.NewPCG(3, 3))
 	trials, killed := 12, 0
@@ -249,7 +249,7 @@ func TestCrashDuringGC(t *testing.T) {
 		refill()
 		// Past the process start (a third of the whole), before the end.
 		delay := took/3 + time.Duration(rng.Int64N(int64(took*2/3)))
-		if !startKilled(t, dir, delay, "gc", "--max-size", "300K") {
+		if !startKilled(t, dir, delay, "gc", "--min-age", "0", "--max-size", "300K") {
 			killed++
 		}
 		afterCrash(t, dir)

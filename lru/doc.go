@@ -18,9 +18,13 @@
 //     next gc reclaims once nobody holds it. Dropping the names at once is
 //     safe (the process holding the blob already has it open) and keeps
 //     max-age a statement about names, independent of who reads what.
+//     A held name ([Entry.HeldUntil] after Now) does not expire.
 //  3. Size and free space. The names left are grouped by blob; a blob's
 //     recency is the latest use of its remaining names. Blobs with a pinned
-//     name or in use are never evicted. The others are evicted whole (all
+//     name or in use are never evicted, nor blobs with a protected name:
+//     one used within [Limits.MinAge] or held ([Entry.HeldUntil]), so that a
+//     job's image is not taken between its get and its docker run (kubelet's
+//     minimum image age); such names are listed in [Plan.Protected]. The others are evicted whole (all
 //     their names at once), least recently used first, ties broken by blob
 //     key, until the stored total is at most [Limits.MaxSize] and, when the
 //     free space was below [Limits.MinFree] at the start, until free space
@@ -31,7 +35,7 @@
 //     it was chosen, else [ReasonMinFree].
 //  4. Shortfalls. A target still unmet once nothing evictable is left is
 //     reported as a [Shortfall] with the exact bytes missing and what holds
-//     the rest (pinned and in-use blobs).
+//     the rest (pinned, in-use and protected blobs).
 //
 // # Parts
 //

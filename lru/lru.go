@@ -17,6 +17,9 @@ type Entry struct {
 	Blob     string    // key of the blob the name points at (a digest string): its head
 	LastUsed time.Time // put, save, get, export, build count as uses
 	Pinned   bool
+	// HeldUntil keeps the name from eviction until then: a job said it
+	// needs the image that long (get --hold). Zero: no hold.
+	HeldUntil time.Time
 	// Parts are further blobs the name needs besides its head (the layers
 	// of a split entry), which other heads may share. A part is deleted
 	// when no head that keeps a name needs it any more.
@@ -36,6 +39,9 @@ type Limits struct {
 	TargetFree int64         // hysteresis target; 0 means MinFree; must be >= MinFree (else Validate errors)
 	MaxSize    int64         // evict until the sum of stored blob sizes <= MaxSize; 0 = none
 	MaxAge     time.Duration // drop names unused for longer than this; 0 = none
+	// MinAge protects names used within it: no limit evicts them (a job
+	// between its get and its docker run); 0 = none. At most MaxAge.
+	MinAge time.Duration
 }
 
 // State is everything the policy looks at.
@@ -92,6 +98,8 @@ type Shortfall struct {
 	// use, and (not expected) any others.
 	Pinned Held `json:"pinned"`
 	InUse  Held `json:"in_use"`
+	// Recent is what names used within MinAge, or held, keep.
+	Recent Held `json:"recent"`
 	// Shared is what entries hold whose eviction would free none of their
 	// parts (every one is needed by another entry too): evicting them
 	// would lose an image and gain next to nothing.
@@ -120,6 +128,9 @@ type Plan struct {
 	// Shared are the names kept because evicting them would free none of
 	// their parts (see [Shortfall.Shared]), sorted.
 	Shared []string
+	// Protected are the names a limit would have evicted but that were
+	// used within MinAge or are held, sorted.
+	Protected []string
 }
 
 // Deleted reports the keys of the blobs the plan deletes, in plan order.
@@ -157,6 +168,12 @@ func (l Limits) Validate() error {
 	if l.MaxAge < 0 {
 		probs = append(probs, fmt.Sprintf("max-age must not be negative (got %s)", l.MaxAge))
 	}
+	if l.MinAge < 0 {
+		probs = append(probs, fmt.Sprintf("min-age must not be negative (got %s)", l.MinAge))
+	}
+	if l.MaxAge > 0 && l.MinAge > l.MaxAge {
+		probs = append(probs, fmt.Sprintf("min-age (%s) must not exceed max-age (%s): an entry would expire while still protected", l.MinAge, l.MaxAge))
+	}
 	if l.TargetFree > 0 && l.TargetFree < l.MinFree {
 		probs = append(probs, fmt.Sprintf("target-free (%s) must be at least min-free (%s)",
 			units.BytesSize(float64(l.TargetFree)), units.BytesSize(float64(l.MinFree))))
@@ -185,6 +202,7 @@ type blobInfo struct {
 	users   int      // heads with names that need this blob as a part
 	deleted bool
 	shared  bool      // kept: its eviction would free none of its parts (step 3)
+	recent  bool      // kept: a remaining name is used within MinAge or held (step 3)
 	pinned  bool      // some remaining name is pinned (set in step 3)
 	recency time.Time // latest use among remaining names (set in step 3)
 }
@@ -246,6 +264,9 @@ func index(s State, l Limits) (map[string]*blobInfo, error) {
 	}
 	if l.MaxAge > 0 && s.Now.IsZero() {
 		probs = append(probs, "max-age needs the current time, and Now is zero")
+	}
+	if l.MinAge > 0 && s.Now.IsZero() {
+		probs = append(probs, "min-age needs the current time, and Now is zero")
 	}
 	if len(probs) > 0 {
 		// Sorted so that the error, like the plan, does not depend on input order.
@@ -401,7 +422,7 @@ type expiry struct {
 func (pl *planner) expired(b *blobInfo) expiry {
 	x := expiry{b: b, all: len(b.names) > 0}
 	for _, e := range b.names {
-		if pl.s.Now.Sub(e.LastUsed) <= pl.l.MaxAge {
+		if !pl.expires(e) {
 			x.all = false
 			continue
 		}
@@ -414,6 +435,19 @@ func (pl *planner) expired(b *blobInfo) expiry {
 		x.last = latest(x.last, e.LastUsed)
 	}
 	return x
+}
+
+// expires: e is unused for longer than MaxAge and not held.
+func (pl *planner) expires(e *Entry) bool {
+	return pl.s.Now.Sub(e.LastUsed) > pl.l.MaxAge && !pl.held(e)
+}
+
+// held: a job holds e (get --hold) beyond now.
+func (pl *planner) held(e *Entry) bool { return e.HeldUntil.After(pl.s.Now) }
+
+// protected: e was used within MinAge, or is held.
+func (pl *planner) protected(e *Entry) bool {
+	return pl.held(e) || (pl.l.MinAge > 0 && pl.s.Now.Sub(e.LastUsed) < pl.l.MinAge)
 }
 
 // maxAge: step 2. A name expires when Now-LastUsed > MaxAge; pinned names
@@ -436,9 +470,7 @@ func (pl *planner) maxAge() {
 		if len(x.names) == 0 {
 			continue
 		}
-		b.names = slices.DeleteFunc(b.names, func(e *Entry) bool {
-			return !e.Pinned && pl.s.Now.Sub(e.LastUsed) > pl.l.MaxAge
-		})
+		b.names = slices.DeleteFunc(b.names, func(e *Entry) bool { return !e.Pinned && pl.expires(e) })
 		v := Victim{Names: x.names, LastUsed: x.last, Reason: ReasonMaxAge}
 		if x.all && !x.blocked {
 			pl.act(b, v) // deletes the blob unless it is in use; then it is an orphan for a later gc
@@ -467,6 +499,7 @@ func (pl *planner) sizeAndFree() {
 		}
 		for _, e := range b.names {
 			b.pinned = b.pinned || e.Pinned
+			b.recent = b.recent || pl.protected(e)
 			b.recency = latest(b.recency, e.LastUsed)
 		}
 		cands = append(cands, b)
@@ -486,6 +519,12 @@ func (pl *planner) sizeAndFree() {
 			pl.skip(b.Key)
 			continue
 		}
+		if b.recent {
+			for _, e := range b.names {
+				pl.p.Protected = append(pl.p.Protected, e.Name)
+			}
+			continue
+		}
 		if _, parts := pl.frees(b); len(b.parts) > 0 && parts == 0 {
 			deferred = append(deferred, b)
 			continue
@@ -493,6 +532,7 @@ func (pl *planner) sizeAndFree() {
 		pl.evict(b)
 		deferred = pl.retry(deferred)
 	}
+	slices.Sort(pl.p.Protected)
 	if !pl.needSize() && !pl.needFree() {
 		return // the put-off held nothing back
 	}
@@ -558,10 +598,12 @@ func rank(sf *Shortfall, h *Held) int {
 		return 0
 	case &sf.InUse:
 		return 1
-	case &sf.Shared:
+	case &sf.Recent:
 		return 2
+	case &sf.Shared:
+		return 3
 	}
-	return 3
+	return 4
 }
 
 // shortfall says what holds the bytes still missing for limit: the kept
@@ -580,6 +622,8 @@ func shortfall(limit string, blobs map[string]*blobInfo, keys []string, missing 
 			h = &sf.Pinned
 		case b.InUse:
 			h = &sf.InUse
+		case b.recent:
+			h = &sf.Recent
 		case b.shared:
 			h = &sf.Shared
 		case len(b.names) == 0 && b.users > 0:
@@ -609,7 +653,7 @@ func shortfall(limit string, blobs map[string]*blobInfo, keys []string, missing 
 		h.Blobs++
 		h.Bytes += b.Size
 	}
-	if held := sf.Pinned.Bytes + sf.InUse.Bytes + sf.Shared.Bytes + sf.Other.Bytes; outside && held < missing {
+	if held := sf.Pinned.Bytes + sf.InUse.Bytes + sf.Recent.Bytes + sf.Shared.Bytes + sf.Other.Bytes; outside && held < missing {
 		sf.Outside = missing - held
 	}
 	return sf

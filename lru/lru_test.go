@@ -490,6 +490,104 @@ func TestCompute(t *testing.T) {
 	}
 }
 
+// held is an unpinned entry used d ago and held until now+until.
+func held(n, blob string, d, until time.Duration) Entry {
+	return Entry{Name: n, Blob: blob, LastUsed: ago(d), HeldUntil: now.Add(until)}
+}
+
+// TestMinAgeAndHolds: what min-age and holds keep, what they do not.
+func TestMinAgeAndHolds(t *testing.T) {
+	cases := []struct {
+		name       string
+		state      State
+		lim        Limits
+		victims    []string
+		protected  []string
+		shortfalls []Shortfall
+	}{{
+		name: "used within min-age: kept, the older one goes instead",
+		state: st(0, blobs(blob("A", 100), blob("B", 100)),
+			name("old", "A", 2*hour), name("job", "B", time.Minute)),
+		lim:       Limits{MaxSize: 100, MinAge: 10 * time.Minute},
+		victims:   []string{"max-size [old] A 100 @2h0m0s"},
+		protected: []string{},
+	}, {
+		name: "only protected entries left: shortfall says recent",
+		state: st(0, blobs(blob("A", 100), blob("B", 50)),
+			name("a", "A", time.Minute), name("b", "B", 5*time.Minute)),
+		lim:        Limits{MaxSize: 1, MinAge: 10 * time.Minute},
+		victims:    []string{},
+		protected:  []string{"a", "b"},
+		shortfalls: []Shortfall{{Limit: LimitMaxSize, Missing: 149, Recent: Held{2, 150}}},
+	}, {
+		name: "min-age 0 opts out",
+		state: st(0, blobs(blob("A", 100)),
+			name("a", "A", time.Second)),
+		lim:       Limits{MaxSize: 1},
+		victims:   []string{"max-size [a] A 100 @1s"},
+		protected: []string{},
+	}, {
+		name: "one protected name keeps its blob's other names too",
+		state: st(0, blobs(blob("S", 100)),
+			name("stale", "S", 3*day), name("fresh", "S", time.Minute)),
+		lim:        Limits{MaxSize: 1, MinAge: time.Hour},
+		victims:    []string{},
+		protected:  []string{"fresh", "stale"},
+		shortfalls: []Shortfall{{Limit: LimitMaxSize, Missing: 99, Recent: Held{1, 100}}},
+	}, {
+		name: "a hold outlives min-age",
+		state: st(0, blobs(blob("A", 100)),
+			held("a", "A", 3*hour, time.Hour)),
+		lim:        Limits{MinFree: 1000, MinAge: 10 * time.Minute},
+		victims:    []string{},
+		protected:  []string{"a"},
+		shortfalls: []Shortfall{{Limit: LimitMinFree, Missing: 1000, Recent: Held{1, 100}, Outside: 900}},
+	}, {
+		name: "an expired hold protects nothing",
+		state: st(0, blobs(blob("A", 100)),
+			held("a", "A", 3*hour, -time.Minute)),
+		lim:       Limits{MaxSize: 1, MinAge: 10 * time.Minute},
+		victims:   []string{"max-size [a] A 100 @3h0m0s"},
+		protected: []string{},
+	}, {
+		name: "a held name does not expire by max-age",
+		state: st(0, blobs(blob("A", 100), blob("B", 100)),
+			held("a", "A", 40*day, time.Hour), name("b", "B", 40*day)),
+		lim:       Limits{MaxAge: 30 * day},
+		victims:   []string{"max-age [b] B 100 @960h0m0s"},
+		protected: []string{},
+	}, {
+		name: "pinned wins the attribution over recent",
+		state: st(0, blobs(blob("P", 100)),
+			Entry{Name: "p", Blob: "P", LastUsed: ago(time.Minute), Pinned: true}),
+		lim:        Limits{MaxSize: 1, MinAge: time.Hour},
+		victims:    []string{},
+		protected:  []string{},
+		shortfalls: []Shortfall{{Limit: LimitMaxSize, Missing: 99, Pinned: Held{1, 100}}},
+	}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Compute(tc.state, tc.lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := renderAll(p.Victims); !slices.Equal(got, tc.victims) {
+				t.Errorf("victims:\n got %q\nwant %q", got, tc.victims)
+			}
+			if got := append([]string{}, p.Protected...); !slices.Equal(got, tc.protected) {
+				t.Errorf("Protected = %q, want %q", got, tc.protected)
+			}
+			if !slices.Equal(p.Shortfalls, tc.shortfalls) {
+				t.Errorf("shortfalls = %+v, want %+v", p.Shortfalls, tc.shortfalls)
+			}
+			checkPlan(t, tc.state, tc.lim, p)
+		})
+	}
+	if _, err := Compute(State{}, Limits{MinAge: time.Minute}); !errors.Is(err, ErrInconsistentState) {
+		t.Errorf("min-age without Now = %v, want ErrInconsistentState", err)
+	}
+}
+
 func TestVictimLastUsedAndDeleted(t *testing.T) {
 	s := st(0, blobs(blob("S", 10), blob("O", 1)),
 		name("s1", "S", 5*hour), name("s2", "S", 2*hour))
@@ -522,6 +620,12 @@ func TestLimitsValidate(t *testing.T) {
 		{name: "target below min", lim: Limits{MinFree: 20 * GiB, TargetFree: 10 * GiB},
 			want: []string{"target-free (10GiB) must be at least min-free (20GiB)"}},
 		{name: "target without min", lim: Limits{TargetFree: 10}, want: []string{"target-free needs min-free"}},
+		{name: "min-age within max-age", lim: Limits{MinAge: 10 * time.Minute, MaxAge: day}},
+		{name: "min-age equal to max-age", lim: Limits{MinAge: day, MaxAge: day}},
+		{name: "min-age without max-age", lim: Limits{MinAge: day}},
+		{name: "negative min-age", lim: Limits{MinAge: -time.Second}, want: []string{"min-age must not be negative (got -1s)"}},
+		{name: "min-age over max-age", lim: Limits{MinAge: 2 * hour, MaxAge: hour},
+			want: []string{"min-age (2h0m0s) must not exceed max-age (1h0m0s)"}},
 		{name: "several at once", lim: Limits{MaxSize: -1, MaxAge: -1},
 			want: []string{"max-size must not be negative", "max-age must not be negative"}},
 	}
@@ -706,6 +810,17 @@ func randomCase(rng *rand.Rand) (State, Limits) {
 	if rng.IntN(2) == 0 {
 		l.MaxAge = time.Duration(1+rng.IntN(30)) * day
 	}
+	if rng.IntN(3) == 0 {
+		l.MinAge = time.Duration(1+rng.IntN(8)) * day / 2
+		if l.MaxAge > 0 && l.MinAge > l.MaxAge {
+			l.MinAge = l.MaxAge
+		}
+	}
+	for i := range s.Entries {
+		if rng.IntN(8) == 0 { // a hold, live or expired
+			s.Entries[i].HeldUntil = now.Add(time.Duration(rng.IntN(5)-2) * hour)
+		}
+	}
 	return s, l
 }
 
@@ -817,6 +932,12 @@ func checkPlan(t *testing.T, s State, l Limits, p Plan) {
 			if v.Reason == ReasonMaxAge && s.Now.Sub(e.LastUsed) <= l.MaxAge {
 				t.Errorf("name %s dropped for max-age but only %s old", n, s.Now.Sub(e.LastUsed))
 			}
+			if e.HeldUntil.After(s.Now) {
+				t.Errorf("name %s dropped (%s) while held until %s", n, v.Reason, e.HeldUntil)
+			}
+			if (v.Reason == ReasonMaxSize || v.Reason == ReasonMinFree) && l.MinAge > 0 && s.Now.Sub(e.LastUsed) < l.MinAge {
+				t.Errorf("name %s evicted (%s) though used %s ago, within min-age %s", n, v.Reason, s.Now.Sub(e.LastUsed), l.MinAge)
+			}
 		}
 		if !slices.IsSorted(v.Names) {
 			t.Errorf("victim names not sorted: %v", v.Names)
@@ -881,7 +1002,11 @@ func checkPlan(t *testing.T, s State, l Limits, p Plan) {
 		if deleted[b.Key] || b.InUse {
 			continue
 		}
-		if !slices.ContainsFunc(namesOf[b.Key], func(n string) bool { return entries[n].Pinned }) {
+		protected := func(n string) bool {
+			e := entries[n]
+			return !dropped[n] && (e.HeldUntil.After(s.Now) || (l.MinAge > 0 && s.Now.Sub(e.LastUsed) < l.MinAge))
+		}
+		if !slices.ContainsFunc(namesOf[b.Key], func(n string) bool { return entries[n].Pinned || protected(n) }) {
 			evictableLeft = true
 		}
 	}
@@ -901,7 +1026,7 @@ func checkPlan(t *testing.T, s State, l Limits, p Plan) {
 		for i := range wantShort {
 			sf := p.Shortfalls[i]
 			// What it names as holding the rest accounts for what is missing.
-			if sf.Limit != wantShort[i].Limit || sf.Missing != wantShort[i].Missing || sf.Pinned.Bytes+sf.InUse.Bytes+sf.Other.Bytes+sf.Outside < sf.Missing {
+			if sf.Limit != wantShort[i].Limit || sf.Missing != wantShort[i].Missing || sf.Pinned.Bytes+sf.InUse.Bytes+sf.Recent.Bytes+sf.Shared.Bytes+sf.Other.Bytes+sf.Outside < sf.Missing {
 				t.Errorf("shortfall %+v, want %+v", p.Shortfalls[i], wantShort[i])
 			}
 		}

@@ -130,6 +130,10 @@ type Recipe struct {
 type Manifest struct {
 	Version int               `json:"version"`
 	Entries map[string]*Entry `json:"entries"`
+
+	// holds are the hold log's lines, read with the manifest (holds.go);
+	// never part of manifest.json.
+	holds []Use
 }
 
 // New returns an empty manifest of the current schema.

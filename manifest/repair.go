@@ -125,5 +125,8 @@ func (s *Store) readLocked() ([]byte, *Manifest, error) {
 		return data, nil, err
 	}
 	m.Apply(uses)
+	if m.holds, err = s.readHolds(); err != nil {
+		return data, nil, err
+	}
 	return data, m, nil
 }

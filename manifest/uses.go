@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/imgcache/imgcache/internal/fsutil"
-	"github.com/imgcache/imgcache/internal/lockfile"
 )
 
 // The use log, <dir>/uses.log, records last-use times without rewriting the
@@ -49,9 +46,9 @@ func (s *Store) Touch(ctx context.Context, name string, d digest.Digest, t time.
 	if err != nil {
 		return err
 	}
-	size, err := s.appendUse(ctx, line)
+	size, err := s.appendLine(ctx, s.UsesPath(), line)
 	if err != nil {
-		return err
+		return fmt.Errorf("manifest: record use: %w", err)
 	}
 	if size > UsesFoldSize {
 		// Fold: an update that changes nothing still writes the manifest
@@ -76,29 +73,6 @@ func useLine(name string, d digest.Digest, t time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("manifest: record use: name %q too long", name)
 	}
 	return line, nil
-}
-
-// appendUse appends line under the shared lock and returns the log's size.
-// One write(2) on an O_APPEND file: concurrent appenders never interleave.
-func (s *Store) appendUse(ctx context.Context, line []byte) (int64, error) {
-	l, err := lockfile.Acquire(ctx, s.lockPath(), false)
-	if err != nil {
-		return 0, fmt.Errorf("manifest: %w", err)
-	}
-	defer l.Release()
-	f, err := fsutil.OpenAppend(s.UsesPath())
-	if err != nil {
-		return 0, fmt.Errorf("manifest: record use: %w", fsutil.Classify(err))
-	}
-	defer f.Close()
-	if _, err := f.Write(line); err != nil {
-		return 0, fmt.Errorf("manifest: record use in %s: %w", f.Name(), fsutil.Classify(err))
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		return 0, nil // the use is recorded; folding can wait
-	}
-	return fi.Size(), nil
 }
 
 // writable: t in UTC has a four-digit year, so RFC 3339 can carry it.

@@ -20,13 +20,19 @@ type limitFlags struct {
 	TargetFree byteSize `help:"Once below --min-free, free up to this much (hysteresis)." env:"IMGCACHE_TARGET_FREE" placeholder:"SIZE"`
 	MaxSize    byteSize `help:"Keep the cache's stored bytes at most this." env:"IMGCACHE_MAX_SIZE" placeholder:"SIZE"`
 	MaxAge     age      `help:"Drop entries unused for longer than this (30d, 12h)." env:"IMGCACHE_MAX_AGE" placeholder:"DURATION"`
+	MinAge     age      `help:"Never evict an entry (nor remove its daemon image) used within this long: a job between its get and its docker run; 0 opts out." env:"IMGCACHE_MIN_AGE" default:"10m" placeholder:"DURATION"`
 }
 
 func (l limitFlags) limits() lru.Limits {
-	return lru.Limits{MinFree: int64(l.MinFree), TargetFree: int64(l.TargetFree), MaxSize: int64(l.MaxSize), MaxAge: time.Duration(l.MaxAge)}
+	return lru.Limits{MinFree: int64(l.MinFree), TargetFree: int64(l.TargetFree), MaxSize: int64(l.MaxSize), MaxAge: time.Duration(l.MaxAge), MinAge: time.Duration(l.MinAge)}
 }
 
-func (l limitFlags) set() bool { return l.limits() != lru.Limits{} }
+// set reports whether a limit that evicts is set (min-age only protects).
+func (l limitFlags) set() bool {
+	lim := l.limits()
+	lim.MinAge = 0
+	return lim != lru.Limits{}
+}
 
 // byteSize parses sizes as df -h and docker do: 20G = 20 GiB.
 type byteSize int64
@@ -95,7 +101,7 @@ type gcCmd struct {
 }
 
 func (c *gcCmd) Help() string {
-	return "Examples:\n  imgcache gc --min-free 20G --target-free 30G\n  imgcache gc --max-size 100G --max-age 30d --dry-run"
+	return "Entries used within --min-age (default 10m) or held by get --hold are never evicted; what they keep over a limit is a shortfall.\n\nExamples:\n  imgcache gc --min-free 20G --target-free 30G\n  imgcache gc --max-size 100G --max-age 30d --dry-run\n  imgcache gc --min-free 20G --min-age 0   # the operator's override: evict even what a job just got"
 }
 
 func (c *gcCmd) Run(e *env) error {

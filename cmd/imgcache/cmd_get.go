@@ -2,17 +2,19 @@ package main
 
 import (
 	"fmt"
+	"time"
 )
 
 type getCmd struct {
 	Name string `arg:"" help:"Cache name." predictor:"name"`
 	JSON bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
+	Hold age    `help:"Keep the entry and its daemon image from gc for this long (a job longer than --min-age), across processes; a hold expires even if its holder dies." placeholder:"DURATION"`
 
 	getBuildFlags `embed:""` // --build and its recipe flags: cmd_build.go
 }
 
 func (c *getCmd) Help() string {
-	return "Example:\n  ref=$(imgcache get capy-ubuntu-25.04-gcc15) && docker run --rm \"$ref\" gcc --version"
+	return "Examples:\n  ref=$(imgcache get capy-ubuntu-25.04-gcc15) && docker run --rm \"$ref\" gcc --version\n  ref=$(imgcache get --hold 2h capy-ubuntu-25.04-gcc15)   # a two-hour job"
 }
 
 func (c *getCmd) Run(e *env) error {
@@ -33,8 +35,19 @@ func (c *getCmd) Run(e *env) error {
 	if res.Loaded {
 		e.log.Info("loaded into the daemon (verified)", "name", n.String(), "digest", res.Entry.Digest.String(), "sent", res.Sent, "of", res.Entry.Size)
 	}
+	var heldUntil time.Time
+	if c.Hold > 0 {
+		// The image is ready: a hold that cannot be recorded (a read-only
+		// cache) is said, not a failed job; min-age still protects it.
+		until := time.Now().Add(time.Duration(c.Hold)).UTC()
+		if err := ca.Hold(e.ctx, n, res.Entry.Digest, until); err != nil {
+			e.log.Warn("the hold was not recorded: gc protects the image only for --min-age", "err", err)
+		} else {
+			heldUntil = until
+		}
+	}
 	if c.JSON {
-		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "sent": res.Sent, "entry": entryJSON(res.Entry)})
+		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "sent": res.Sent, "held_until": heldUntil, "entry": entryJSON(res.Entry)})
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Ref)
 	return err

@@ -138,7 +138,7 @@ func TestJSONShapes(t *testing.T) {
 		"ls":      {"ls", "--json"},
 		"inspect": {"inspect", "--json", name},
 		"verify":  {"verify", "--json"},
-		"gc":      {"gc", "--json", "--dry-run", "--max-size", "1K"},
+		"gc":      {"gc", "--json", "--dry-run", "--max-size", "1K", "--min-age", "0"},
 		"stats":   {"stats", "--json"},
 		"config":  {"config", "--json"},
 	}
@@ -308,5 +308,44 @@ func TestGCShortfall(t *testing.T) {
 	}
 	if s := rep.Shortfalls[0]; s.Limit != "max-size" || s.Missing <= 0 || s.Pinned.Blobs != 1 || !strings.Contains(s.Why, "pinned") {
 		t.Errorf("shortfall %+v", s)
+	}
+}
+
+// TestGCMinAge: an entry just put is used within the default min-age: a
+// tight limit keeps it and says why (exit 9 with --strict, "protected" in
+// the JSON); --min-age 0 is the operator's override; a min-age over the
+// max-age is refused.
+func TestGCMinAge(t *testing.T) {
+	dir := isolate(t)
+	if _, e, c := run(t, "--dir", dir, "put", "capy-ubuntu-25.04-a", image(t, 4)); c != 0 {
+		t.Fatal(e)
+	}
+	_, errs, code := run(t, "--dir", dir, "gc", "--strict", "--max-size", "1")
+	if code != 9 || !strings.Contains(errs, "recently used or held blob") || !strings.Contains(errs, "--min-age") {
+		t.Fatalf("gc --strict --max-size 1 right after a put: exit %d, stderr %q", code, errs)
+	}
+	out, _, code := run(t, "--dir", dir, "gc", "--json", "--max-size", "1")
+	var rep struct {
+		Protected  []string `json:"protected"`
+		Victims    []any    `json:"victims"`
+		Shortfalls []struct {
+			Recent struct{ Blobs int } `json:"recent"`
+		} `json:"shortfalls"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
+		t.Fatalf("gc --json: %v, exit %d: %s", err, code, out)
+	}
+	if len(rep.Victims) != 0 || len(rep.Protected) != 1 || rep.Protected[0] != "capy-ubuntu-25.04-a" || len(rep.Shortfalls) != 1 || rep.Shortfalls[0].Recent.Blobs != 1 {
+		t.Fatalf("gc --json within min-age: %s", out)
+	}
+	if _, errs, code := run(t, "--dir", dir, "gc", "--max-age", "1h", "--min-age", "2h"); code != 2 || !strings.Contains(errs, "min-age (2h0m0s) must not exceed max-age (1h0m0s)") {
+		t.Fatalf("min-age over max-age: exit %d, %q", code, errs)
+	}
+	out, _, code = run(t, "--dir", dir, "gc", "--json", "--max-size", "1", "--min-age", "0")
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || len(rep.Victims) != 1 || len(rep.Protected) != 0 {
+		t.Fatalf("gc --min-age 0: %v, exit %d: %s", err, code, out)
+	}
+	if out, _, _ := run(t, "--dir", dir, "ls"); strings.Contains(out, "capy-ubuntu-25.04-a") {
+		t.Fatalf("--min-age 0 kept the entry: %s", out)
 	}
 }

@@ -122,6 +122,8 @@ type shortfallOutput struct {
 	Why     string   `json:"Why"`
 	Pinned  lru.Held `json:"pinned"`
 	InUse   lru.Held `json:"in_use"`
+	Recent  lru.Held `json:"recent"`
+	Shared  lru.Held `json:"shared"`
 	Other   lru.Held `json:"other"`
 	Outside int64    `json:"outside"`
 }
@@ -130,7 +132,7 @@ func gcJSON(rep *cache.GCReport) gcOutput {
 	o := gcOutput{GCReport: rep, Shortfalls: []shortfallOutput{}}
 	for _, s := range rep.Shortfalls {
 		o.Shortfalls = append(o.Shortfalls, shortfallOutput{Limit: s.Limit, Missing: s.Missing, Why: shortfallWhy(s),
-			Pinned: s.Pinned, InUse: s.InUse, Other: s.Other, Outside: s.Outside})
+			Pinned: s.Pinned, InUse: s.InUse, Recent: s.Recent, Shared: s.Shared, Other: s.Other, Outside: s.Outside})
 	}
 	return o
 }
@@ -140,15 +142,21 @@ func gcJSON(rep *cache.GCReport) gcOutput {
 func shortfallWhy(s lru.Shortfall) string {
 	var parts []string
 	for _, h := range []struct {
-		what string
-		held lru.Held
-	}{{"pinned", s.Pinned}, {"in-use", s.InUse}, {"other", s.Other}} {
+		what, note string
+		held       lru.Held
+	}{
+		{"pinned", "", s.Pinned},
+		{"in-use", "", s.InUse},
+		{"recently used or held", " (--min-age, get --hold)", s.Recent},
+		{"shared-layer", " (evicting them frees none of their layers)", s.Shared},
+		{"other", "", s.Other},
+	} {
 		switch h.held.Blobs {
 		case 0:
 		case 1:
-			parts = append(parts, fmt.Sprintf("1 %s blob holds %s", h.what, units.BytesSize(float64(h.held.Bytes))))
+			parts = append(parts, fmt.Sprintf("1 %s blob holds %s%s", h.what, units.BytesSize(float64(h.held.Bytes)), h.note))
 		default:
-			parts = append(parts, fmt.Sprintf("%d %s blobs hold %s", h.held.Blobs, h.what, units.BytesSize(float64(h.held.Bytes))))
+			parts = append(parts, fmt.Sprintf("%d %s blobs hold %s%s", h.held.Blobs, h.what, units.BytesSize(float64(h.held.Bytes)), h.note))
 		}
 	}
 	if len(parts) == 0 {
