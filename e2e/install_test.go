@@ -48,9 +48,17 @@ func TestDebianPackage(t *testing.T) {
 		"lib/systemd/system/imgcache-gc.service", "lib/systemd/system/imgcache-gc.timer",
 		"usr/share/bash-completion/completions/imgcache", "usr/share/zsh/vendor-completions/_imgcache",
 		"usr/share/fish/vendor_completions.d/imgcache.fish",
+		"usr/share/imgcache/contrib/gitlab-runner/config.toml.example", "usr/share/imgcache/contrib/gitlab-runner/base.sh",
+		"usr/share/imgcache/contrib/buildkite/hooks/pre-command", "usr/share/imgcache/contrib/github-actions/imgcache-get/action.yml",
 	} {
 		if fi, err := os.Stat(filepath.Join(inst, f)); err != nil || fi.Size() == 0 {
 			t.Errorf("the package does not install %s: %v", f, err)
+		}
+	}
+	// The drivers config.toml.example names must run as installed.
+	for _, f := range []string{"gitlab-runner/prepare.sh", "gitlab-runner/run.sh", "gitlab-runner/cleanup.sh", "gitlab-runner/prefetch.sh", "github-actions/imgcache-get/get.sh"} {
+		if fi, err := os.Stat(filepath.Join(inst, "usr/share/imgcache/contrib", f)); err != nil || fi.Mode()&0o111 == 0 {
+			t.Errorf("the package does not install %s as an executable: %v", f, err)
 		}
 	}
 	status, _ := exec.Command(dpkg, "--admindir="+admin, "-s", "imgcache").CombinedOutput()

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,11 +29,19 @@ import (
 // reference; it is removed when the test ends.
 func runnableBase(t *testing.T, dataSize int) string {
 	t.Helper()
+	return importBusybox(t, "imgcache-e2e/layers-base", []string{"sh", "cat", "ls", "sha256sum"},
+		map[string][]byte{"base.dat": randomBytes(seed.Add(1), dataSize)})
+}
+
+// importBusybox imports an image of Debian's static busybox with the given
+// applets linked in /bin and files at the root, tagged repo:<seed>, and
+// returns that reference; the image is removed when the test ends.
+func importBusybox(t *testing.T, repo string, applets []string, files map[string][]byte) string {
+	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		t.Fatalf("this test needs Debian's busybox-static (/bin/busybox; scripts/test.sh installs it): %v", err)
 	}
-	s := seed.Add(1)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	add := func(h *tar.Header, data []byte) {
@@ -42,13 +52,18 @@ func runnableBase(t *testing.T, dataSize int) string {
 		tw.Write(data)
 	}
 	add(&tar.Header{Typeflag: tar.TypeDir, Name: "bin/", Mode: 0o755}, nil)
+	add(&tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777}, nil)
 	add(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755}, bb)
-	for _, l := range []string{"sh", "cat", "ls", "sha256sum"} {
-		add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + l, Linkname: "busybox", Mode: 0o777}, nil)
+	for _, l := range applets {
+		if l != "busybox" {
+			add(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + l, Linkname: "busybox", Mode: 0o777}, nil)
+		}
 	}
-	add(&tar.Header{Typeflag: tar.TypeReg, Name: "base.dat", Mode: 0o644}, randomBytes(s, dataSize))
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		add(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644}, files[name])
+	}
 	tw.Close()
-	ref := fmt.Sprintf("imgcache-e2e/layers-base:%d", s)
+	ref := fmt.Sprintf("%s:%d", repo, seed.Add(1))
 	rc, err := docker.ImageImport(context.Background(), image.ImportSource{Source: &buf, SourceName: "-"}, ref, image.ImportOptions{})
 	if err != nil {
 		t.Fatalf("docker import: %v", err)

@@ -2,7 +2,8 @@
 # scripts/test.sh [FUZZTIME] — the whole test suite, exactly what CI runs
 # (.ci/run calls this and nothing else). It installs what a fresh Debian
 # machine with Go lacks (gcc for cgo and -race, Debian's docker.io,
-# prometheus-node-exporter, busybox-static and git), starts a
+# prometheus-node-exporter, busybox-static and git; nektos/act through
+# scripts/act.sh), starts a
 # Docker daemon if none answers, then runs:
 #   1. gofmt and go vet, with cgo (libzstd encoder) and without (pure Go);
 #   2. every test with -race, the end-to-end suite against the real daemon
@@ -36,6 +37,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 go mod download
+log "act (the e2e suite runs workflows with it; built once from the Go module proxy)"
+scripts/act.sh --version
 scripts/dockerd.sh
 
 log "lint"

@@ -1,7 +1,8 @@
 // Command mkdeb builds imgcache's Debian package with nfpm (the Go library
 // goreleaser uses; a module of its own so that its dependencies stay out of
-// imgcache's): /usr/bin/imgcache, the systemd units of contrib/systemd and
-// shell completions. Run from the repository root:
+// imgcache's): /usr/bin/imgcache, the systemd units of contrib/systemd,
+// shell completions, and the executor recipes of contrib/ (GitLab Runner,
+// Buildkite, GitHub Actions) under /usr/share/imgcache/contrib. Run from the repository root:
 //
 //	go build -o bin/imgcache ./cmd/imgcache
 //	(cd tools/mkdeb && go run . -bin ../../bin/imgcache -version 0.2.0 -o ../../bin/imgcache.deb)
@@ -10,6 +11,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +50,29 @@ func run(bin, root, version, arch, out string) error {
 		{Source: bin, Destination: "/usr/bin/imgcache", FileInfo: &files.ContentFileInfo{Mode: 0o755}},
 		{Source: filepath.Join(root, "contrib/systemd/imgcache-gc.service"), Destination: "/lib/systemd/system/imgcache-gc.service", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
 		{Source: filepath.Join(root, "contrib/systemd/imgcache-gc.timer"), Destination: "/lib/systemd/system/imgcache-gc.timer", FileInfo: &files.ContentFileInfo{Mode: 0o644}},
+	}
+	// The executor recipes, where contrib/gitlab-runner/config.toml.example
+	// points: /usr/share/imgcache/contrib/…, executables kept executable.
+	for _, dir := range []string{"gitlab-runner", "buildkite", "github-actions"} {
+		err := filepath.WalkDir(filepath.Join(root, "contrib", dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(filepath.Join(root, "contrib"), p)
+			mode := fs.FileMode(0o644)
+			if fi.Mode()&0o111 != 0 {
+				mode = 0o755
+			}
+			contents = append(contents, &files.Content{Source: p, Destination: "/usr/share/imgcache/contrib/" + filepath.ToSlash(rel), FileInfo: &files.ContentFileInfo{Mode: mode}})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("contrib/%s: %w", dir, err)
+		}
 	}
 	for shell, dst := range completions {
 		script, err := exec.Command(bin, "completion", shell).Output()
