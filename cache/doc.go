@@ -20,4 +20,29 @@
 //
 // cache holds no state between calls beyond configuration: everything lives
 // in the directory, so many processes can share it.
+//
+// # Using it from Go
+//
+// An executor written in Go imports this package instead of running the
+// imgcache binary: [Open] the host's cache directory once, then [Cache.Get]
+// for each job (and [Cache.Hold] for a job longer than the min-age),
+// [Cache.Put] or [Cache.Save] to store images, [Cache.GC] to reclaim space.
+// The examples run against the real Docker daemon in CI. Names come from
+// [naming.Parse]; errors wrap the sentinels of package errdefs
+// (errors.Is(err, errdefs.ErrNotFound), ErrIntegrity, ...), which the CLI
+// maps to its exit codes.
+//
+// # What is stable
+//
+// Stable within a major version, changed only by additions: [Open] and
+// [Options]; the methods Put, Save, Get, Hold, Export, ExportFile, List,
+// Inspect, Remove, SetPinned, GC, Verify, Stats, Build, Resolve, Outdated,
+// Rebuild and GetOrBuild with their option and result types (new fields
+// may appear); the errdefs sentinels; naming.Name and naming.Parse;
+// lru.Limits. Not stable: the [Engine] and [Blobs] interfaces (they may
+// gain methods: implement them only for tests), Migrate, and the layout
+// fields of manifest.Entry (Skeleton, Pieces, Layers, Whole), which follow
+// the on-disk schema. The directory itself is shared with the imgcache
+// binary of the same version: never write into it except through this
+// package.
 package cache

@@ -47,10 +47,10 @@ func TestColdThenWarmGet(t *testing.T) {
 		t.Fatalf("warm get printed %q, want %q", got, ref)
 	}
 	end := time.Now().Add(time.Second)
-	if n := loadsBetween(t, start, mid); n != 1 {
+	if n := loadsBetween(t, img.ImageID.String(), start, mid); n != 1 {
 		t.Errorf("cold get: %d load events, want 1", n)
 	}
-	if n := loadsBetween(t, mid, end); n != 0 {
+	if n := loadsBetween(t, img.ImageID.String(), mid, end); n != 0 {
 		t.Errorf("warm get: %d load events, want 0", n)
 	}
 	// A use was recorded.
@@ -100,7 +100,7 @@ func TestConcurrentColdGet(t *testing.T) {
 			t.Fatalf("process %d: %s", i, r)
 		}
 	}
-	if got := loadsBetween(t, start, end); got != 1 {
+	if got := loadsBetween(t, img.ImageID.String(), start, end); got != 1 {
 		t.Fatalf("%d processes: %d load events, want exactly 1", n, got)
 	}
 	if !inDaemon(t, img.ImageID.String()) {

@@ -170,15 +170,17 @@ func inDaemon(t *testing.T, ref string) bool {
 	return false
 }
 
-// loadsBetween counts the daemon's image load events in [since, until].
-func loadsBetween(t *testing.T, since, until time.Time) int {
+// loadsBetween counts the daemon's load events of image id in [since,
+// until]: only that image's, so that other users of the daemon (the cache
+// package's examples run alongside this suite) do not count.
+func loadsBetween(t *testing.T, id string, since, until time.Time) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	msgs, errs := docker.Events(ctx, events.ListOptions{
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
 		Until:   fmt.Sprintf("%d.%09d", until.Unix(), until.Nanosecond()),
-		Filters: filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "load")),
+		Filters: filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "load"), filters.Arg("image", id)),
 	})
 	n := 0
 	for {
