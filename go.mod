@@ -18,6 +18,7 @@ require (
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.73.1
 	github.com/schollz/progressbar/v3 v3.19.1
+	github.com/ulikunitz/xz v0.5.17
 	github.com/vbatts/tar-split v0.12.2
 	golang.org/x/sys v0.49.0
 	golang.org/x/term v0.47.0

@@ -11,6 +11,7 @@ import (
 
 	"github.com/imgcache/imgcache/archive"
 	"github.com/imgcache/imgcache/cas"
+	"github.com/imgcache/imgcache/decompress"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
@@ -29,9 +30,22 @@ type PutResult struct {
 
 // Put ingests the docker-archive or OCI tar read from r under name n. The tar
 // is read once: hashed, compressed and parsed for its metadata in one pass.
-// r that is not an image archive leaves nothing behind.
+// r may be compressed as `docker load` accepts (gzip, bzip2, xz, zstd,
+// told by its magic bytes): the entry is then the uncompressed tar, its
+// digest that tar's sha256 (what `zcat x.tar.gz | sha256sum` prints), and
+// size is ignored. r that is not an image archive, or a compressed stream
+// that is truncated or corrupt, leaves nothing behind.
 func (c *Cache) Put(ctx context.Context, n naming.Name, r io.Reader, size int64) (*PutResult, error) {
-	return c.ingest(ctx, n, r, "put", size, nil)
+	dr, err := decompress.Open(r)
+	if err != nil {
+		return nil, fmt.Errorf("put %s: %w", n, err)
+	}
+	defer dr.Close()
+	if dr.Format != decompress.None {
+		c.opt.Log.Info("the input is compressed: storing the tar inside it", "name", n.String(), "compression", string(dr.Format))
+		size = -1
+	}
+	return c.ingest(ctx, n, dr.Reader, "put", size, nil)
 }
 
 // Save streams image (a reference or ID, normalized as Docker does) out of

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -16,10 +17,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
+	"github.com/ulikunitz/xz"
 
 	"github.com/imgcache/imgcache/archive"
 	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/decompress"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/testimage"
 )
@@ -256,10 +260,16 @@ func TestPutBadInputLeavesNothingBehind(t *testing.T) {
 	rnd := make([]byte, 64<<10)
 	rand.NewChaCha8([32]byte{1}).Read(rnd)
 
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(good)
-	zw.Close()
+	gzipped := func(b []byte) []byte {
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		zw.Write(b)
+		zw.Close()
+		return gz.Bytes()
+	}
+	gz := gzipped(good)
+	zst := compressed(t, decompress.Zstd, good)
+	zst[len(zst)/2] ^= 0x55
 
 	var plain bytes.Buffer
 	tw := tar.NewWriter(&plain)
@@ -282,7 +292,10 @@ func TestPutBadInputLeavesNothingBehind(t *testing.T) {
 		{"text file", func() io.Reader {
 			return strings.NewReader(strings.Repeat("FROM debian:13\nRUN apt-get update\n", 100))
 		}, nil, errdefs.ErrInvalid},
-		{"gzip-compressed image", func() io.Reader { return bytes.NewReader(gz.Bytes()) }, nil, errdefs.ErrInvalid},
+		{"gzip-compressed image cut short", func() io.Reader { return bytes.NewReader(gz[:len(gz)/2]) }, nil, errdefs.ErrInvalid},
+		{"gzip-compressed image without its trailer", func() io.Reader { return bytes.NewReader(gz[:len(gz)-4]) }, nil, errdefs.ErrInvalid},
+		{"zstd-compressed image, a byte flipped", func() io.Reader { return io.MultiReader(bytes.NewReader(zst)) }, nil, errdefs.ErrInvalid},
+		{"gzip of random bytes", func() io.Reader { return bytes.NewReader(gzipped(rnd)) }, nil, errdefs.ErrInvalid},
 		{"plain tar of files", func() io.Reader { return bytes.NewReader(plain.Bytes()) }, nil, errdefs.ErrInvalid},
 		{"image cut inside first header", func() io.Reader { return bytes.NewReader(good[:100]) }, nil, errdefs.ErrInvalid},
 		{"image cut after first header", func() io.Reader { return bytes.NewReader(good[:512]) }, nil, errdefs.ErrInvalid},
@@ -336,6 +349,12 @@ func assertNothingStored(t *testing.T, c *cache.Cache, name string) {
 	if b := dirNames(t, filepath.Join(c.Dir(), "blobs", "sha256")); len(b) > 0 {
 		t.Errorf("blobs/sha256 holds %v", b)
 	}
+	if b := dirNames(t, filepath.Join(c.Dir(), "layers", "blobs", "sha256")); len(b) > 0 {
+		t.Errorf("layers/blobs/sha256 holds %v", b)
+	}
+	if tmp := dirNames(t, filepath.Join(c.Dir(), "layers", "tmp")); len(tmp) > 0 {
+		t.Errorf("layers/tmp/ holds %v", tmp)
+	}
 	if tmp := dirNames(t, filepath.Join(c.Dir(), "tmp")); len(tmp) > 0 {
 		t.Errorf("tmp/ holds %v", tmp)
 	}
@@ -382,5 +401,60 @@ func TestPutBadInputKeepsExistingEntry(t *testing.T) {
 	}
 	if tmp := dirNames(t, filepath.Join(c.Dir(), "tmp")); len(tmp) > 0 {
 		t.Errorf("tmp/ holds %v", tmp)
+	}
+}
+
+// compressed is data compressed as format f (gzip, xz or zstd: the formats
+// with a Go writer; bzip2 is tested with the real CLI in e2e).
+func compressed(t *testing.T, f decompress.Format, data []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	var w io.WriteCloser
+	var err error
+	switch f {
+	case decompress.Gzip:
+		w = gzip.NewWriter(&buf)
+	case decompress.Xz:
+		w, err = xz.NewWriter(&buf)
+	case decompress.Zstd:
+		w, err = zstd.NewWriter(&buf)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(data)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestPutCompressed: an archive compressed as docker load accepts it is
+// stored as the tar inside, from a file or a stream: the digest is that
+// tar's sha256 and export writes it back uncompressed.
+func TestPutCompressed(t *testing.T) {
+	t.Parallel()
+	good, _ := image(t, "t/x:1", 9)
+	for _, f := range []decompress.Format{decompress.Gzip, decompress.Xz, decompress.Zstd} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stream=%v", f, stream), func(t *testing.T) {
+				t.Parallel()
+				c, _ := newCache(t)
+				var r io.Reader = bytes.NewReader(compressed(t, f, good))
+				if stream {
+					r = io.MultiReader(r)
+				}
+				res, err := c.Put(context.Background(), mustName(t, "capy-ubuntu-25.04-gcc15"), r, 12345)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Entry.Digest != sha(good) || res.Entry.Size != int64(len(good)) {
+					t.Fatalf("entry %s (%d bytes), want the inner tar's %s (%d bytes)", res.Entry.Digest, res.Entry.Size, sha(good), len(good))
+				}
+				if got := export(t, c, "capy-ubuntu-25.04-gcc15"); !bytes.Equal(got, good) {
+					t.Fatalf("export is not the uncompressed tar (%d bytes)", len(got))
+				}
+			})
+		}
 	}
 }

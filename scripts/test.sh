@@ -2,7 +2,8 @@
 # scripts/test.sh [FUZZTIME] — the whole test suite, exactly what CI runs
 # (.ci/run calls this and nothing else). It installs what a fresh Debian
 # machine with Go lacks (gcc for cgo and -race, Debian's docker.io,
-# prometheus-node-exporter, busybox-static and git; nektos/act through
+# prometheus-node-exporter, busybox-static, git, bzip2, xz-utils and zstd;
+# nektos/act through
 # scripts/act.sh), starts a
 # Docker daemon if none answers, then runs:
 #   1. gofmt and go vet, with cgo (libzstd encoder) and without (pure Go);
@@ -31,6 +32,9 @@ need=()
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter) # the textfile export is scraped by it
 [ -x /bin/busybox ] || need+=(busybox-static) # a runnable image: the layer tests run the images they load
 command -v git >/dev/null 2>&1 || need+=(git) # the old-binary test builds the previous release
+command -v bzip2 >/dev/null 2>&1 || need+=(bzip2) # compressed input is tested with the real compressors
+command -v xz >/dev/null 2>&1 || need+=(xz-utils)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
