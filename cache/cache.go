@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -181,8 +182,12 @@ func (c *Cache) updateThen(ctx context.Context, fn func(*manifest.Manifest) erro
 	return c.man.UpdateThen(lctx, fn, then)
 }
 
-// notFound is the error for a name the manifest does not hold.
-func notFound(n naming.Name) error {
+// notFound is the error for a name the manifest does not hold, with the
+// nearest of the known names as suggestions.
+func notFound(n naming.Name, known []string) error {
+	if near := naming.Nearest(n.String(), known, 3); len(near) > 0 {
+		return fmt.Errorf("no entry named %q: %w (did you mean %s? imgcache ls lists the cache)", n, errdefs.ErrNotFound, strings.Join(near, ", "))
+	}
 	return fmt.Errorf("no entry named %q: %w (imgcache ls lists the cache)", n, errdefs.ErrNotFound)
 }
 
@@ -195,7 +200,11 @@ func (c *Cache) entry(ctx context.Context, n naming.Name) (manifest.Entry, error
 		return manifest.Entry{}, err
 	}
 	if !ok {
-		return manifest.Entry{}, notFound(n)
+		var known []string
+		if m, err := c.man.Load(lctx); err == nil { // a miss only: the names to suggest from
+			known = m.Names()
+		}
+		return manifest.Entry{}, notFound(n, known)
 	}
 	return e, nil
 }

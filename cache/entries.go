@@ -33,7 +33,7 @@ func (c *Cache) Remove(ctx context.Context, names ...naming.Name) error {
 		var missing []error
 		for _, n := range names {
 			if _, ok := m.Entries[n.String()]; !ok {
-				missing = append(missing, notFound(n))
+				missing = append(missing, notFound(n, m.Names()))
 			}
 		}
 		if len(missing) > 0 {
@@ -57,7 +57,7 @@ func (c *Cache) SetPinned(ctx context.Context, n naming.Name, pinned bool) error
 	return c.update(ctx, func(m *manifest.Manifest) error {
 		e, ok := m.Entries[n.String()]
 		if !ok {
-			return notFound(n)
+			return notFound(n, m.Names())
 		}
 		e.Pinned = pinned
 		return nil

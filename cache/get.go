@@ -134,7 +134,7 @@ func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e man
 	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, r), from, c.opt.HoldBackLimit)}
 	err = b.Load(ctx, body)
 	if errors.Is(err, errdefs.ErrIntegrity) {
-		return body.n, c.quarantine(n, e, err)
+		return body.n, c.quarantine(n, e, err, nothingLoaded)
 	}
 	if err != nil {
 		return body.n, fmt.Errorf("get %s: %w", n, err)
@@ -165,18 +165,22 @@ func (c *Cache) verifyBlob(ctx context.Context, n naming.Name, e manifest.Entry)
 	defer r.Close()
 	if _, err := r.WriteTo(io.Discard); err != nil {
 		if errors.Is(err, errdefs.ErrIntegrity) {
-			return c.quarantine(n, e, err)
+			return c.quarantine(n, e, err, nothingLoaded)
 		}
 		return err
 	}
 	if r.Size() != e.Size {
-		return c.quarantine(n, e, fmt.Errorf("%w: %d bytes, manifest says %d", errdefs.ErrIntegrity, r.Size(), e.Size))
+		return c.quarantine(n, e, fmt.Errorf("%w: %d bytes, manifest says %d", errdefs.ErrIntegrity, r.Size(), e.Size), nothingLoaded)
 	}
 	return nil
 }
 
-// quarantine moves a failed blob aside (the caller holds its exclusive lock).
-func (c *Cache) quarantine(n naming.Name, e manifest.Entry, cause error) error {
+// nothingLoaded is what a failed get says of its outcome.
+const nothingLoaded = "nothing was loaded; "
+
+// quarantine moves a failed blob aside (the caller holds its exclusive
+// lock). outcome ("" or ending in "; ") says what the failure left behind.
+func (c *Cache) quarantine(n naming.Name, e manifest.Entry, cause error, outcome string) error {
 	c.count(func(s *Counters) { s.IntegrityFailures++ })
 	dst, qerr := c.blobs.Quarantine(e.Digest)
 	where := "moved to " + dst
@@ -184,7 +188,7 @@ func (c *Cache) quarantine(n naming.Name, e manifest.Entry, cause error) error {
 		where = "could not be quarantined: " + qerr.Error()
 	}
 	c.opt.Log.Error("integrity failure", "name", n.String(), "digest", e.Digest.String(), "blob", where)
-	return fmt.Errorf("%s: expected %s: %w; nothing was loaded; the blob was %s (put or save the image again)", n, e.Digest, cause, where)
+	return fmt.Errorf("%s: expected %s: %w; %sthe blob was %s (put or save the image again)", n, e.Digest, cause, outcome, where)
 }
 
 // blobMissing explains a name whose blob is gone.
@@ -198,9 +202,20 @@ func (c *Cache) blobMissing(n naming.Name, e manifest.Entry, err error) error {
 	return fmt.Errorf("%s: its blob %s is missing: %w (imgcache verify --repair, then put the image again)", n, e.Digest, errdefs.ErrNotFound)
 }
 
-// Export writes n's original tar to w, verified as it is written. With a
-// file path (ExportFile), nothing appears at the path unless it verified.
+// Export writes n's original tar to w, verified as it is written. A blob
+// found damaged on the way is quarantined, as get and verify do, and the
+// error (wrapping errdefs.ErrIntegrity) says that what w received is
+// unverified. ExportFile writes nothing at its path unless it verified.
 func (c *Cache) Export(ctx context.Context, n naming.Name, w io.Writer) (manifest.Entry, error) {
+	e, err := c.export(ctx, n, w)
+	if errors.Is(err, errdefs.ErrIntegrity) {
+		err = fmt.Errorf("export %s: %w; the bytes written before the failure are unverified: discard them", n, err)
+	}
+	return e, err
+}
+
+// export is Export without the word on what w received.
+func (c *Cache) export(ctx context.Context, n naming.Name, w io.Writer) (manifest.Entry, error) {
 	e, err := c.entry(ctx, n)
 	if err != nil {
 		return e, err
@@ -221,11 +236,20 @@ func (c *Cache) Export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 	if err != nil {
 		return e, c.blobMissing(n, e, err)
 	}
-	defer r.Close()
-	if _, err := io.Copy(w, c.progress("export "+n.String(), e.Size, r)); err != nil {
-		if errors.Is(err, errdefs.ErrIntegrity) {
-			return e, fmt.Errorf("export %s: %w (the output is incomplete; run imgcache verify %s)", n, err, n)
+	_, err = io.Copy(w, c.progress("export "+n.String(), e.Size, r))
+	r.Close()
+	if errors.Is(err, errdefs.ErrIntegrity) {
+		// Quarantine needs the exclusive lock: taken only if nobody else
+		// reads the blob now (they will find it bad themselves).
+		lock.Release()
+		if x, ok, lerr := c.blobs.TryLock(e.Digest, true); lerr == nil && ok {
+			defer x.Release()
+			return e, c.quarantine(n, e, err, "")
 		}
+		c.count(func(s *Counters) { s.IntegrityFailures++ })
+		return e, fmt.Errorf("%s: expected %s: %w; the blob is in use by another process, not quarantined (imgcache verify %s)", n, e.Digest, err, n)
+	}
+	if err != nil {
 		return e, fmt.Errorf("export %s: %w", n, err)
 	}
 	c.count(func(s *Counters) { s.Exports++ })
@@ -238,10 +262,13 @@ func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (man
 	var e manifest.Entry
 	err := fsutil.WriteAtomic(path, "", func(w io.Writer) error {
 		var err error
-		e, err = c.Export(ctx, n, w)
+		e, err = c.export(ctx, n, w)
 		return err
 	})
-	if err != nil && !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, errdefs.ErrIntegrity) {
+	switch {
+	case errors.Is(err, errdefs.ErrIntegrity):
+		return e, fmt.Errorf("export %s: %w; nothing was written to %s", n, err, path)
+	case err != nil && !errors.Is(err, errdefs.ErrNotFound):
 		return e, fmt.Errorf("export %s: %w", n, err)
 	}
 	return e, err

@@ -57,7 +57,7 @@ func (c *Cache) loadSplit(ctx context.Context, b Engine, n naming.Name, e manife
 	unlock() // before a quarantine, which takes the piece's exclusive lock
 	var bad *blobError
 	if errors.As(err, &bad) {
-		return sent, c.splitFailure(n, e, bad.d, bad.err)
+		return sent, c.splitFailure(n, e, bad.d, bad.err, nothingLoaded)
 	}
 	return sent, err
 }
@@ -279,7 +279,7 @@ func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manif
 // or the skeleton), quarantining it when its content is wrong. The caller
 // may hold the skeleton's lock, but no piece's: quarantine takes the
 // piece's exclusive lock if nobody else holds it.
-func (c *Cache) splitFailure(n naming.Name, e manifest.Entry, d digest.Digest, err error) error {
+func (c *Cache) splitFailure(n naming.Name, e manifest.Entry, d digest.Digest, err error, outcome string) error {
 	if d == "" {
 		d = e.Skeleton.Digest
 	}
@@ -306,7 +306,7 @@ func (c *Cache) splitFailure(n naming.Name, e manifest.Entry, d digest.Digest, e
 		l.Release()
 	}
 	c.opt.Log.Error("integrity failure", "name", n.String(), "blob", d.String(), "where", where)
-	return fmt.Errorf("%s: blob %s: %w: %w; nothing was loaded; the blob %s (put or save the image again)", n, d, errdefs.ErrIntegrity, err, where)
+	return fmt.Errorf("%s: blob %s: %w: %w; %sthe blob %s (put or save the image again)", n, d, errdefs.ErrIntegrity, err, outcome, where)
 }
 
 // countingReader counts the bytes read through it: what a load sent.
@@ -333,8 +333,7 @@ func (c *Cache) exportSplit(ctx context.Context, n naming.Name, e manifest.Entry
 	unlock()
 	var bad *blobError
 	if errors.As(err, &bad) {
-		err = c.splitFailure(n, e, bad.d, bad.err)
-		return fmt.Errorf("export %s: %w (the output is incomplete)", n, err)
+		return c.splitFailure(n, e, bad.d, bad.err, "")
 	}
 	return err
 }

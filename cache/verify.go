@@ -172,7 +172,7 @@ func selectEntries(m *manifest.Manifest, names []naming.Name) ([]*manifest.Entry
 	for _, n := range names {
 		e, ok := m.Entries[n.String()]
 		if !ok {
-			return nil, notFound(n)
+			return nil, notFound(n, m.Names())
 		}
 		selected = append(selected, e)
 	}

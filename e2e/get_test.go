@@ -239,6 +239,47 @@ func TestGetUnknownName(t *testing.T) {
 	if r := imgcache(t, dir, nil, "get", "Capy-ubuntu-25.04-x"); r.code != 2 || !strings.Contains(r.stderr, "lowercase") {
 		t.Fatalf("get of a bad name: %s", r)
 	}
+	// A near miss names what the cache holds.
+	img, _ := genImage(t, testimage.Options{})
+	must(t, dir, "put", "capy-debian-12-a", img)
+	if r := imgcache(t, dir, nil, "get", "capy-debian-12-b"); r.code != 3 || !strings.Contains(r.stderr, "did you mean capy-debian-12-a?") {
+		t.Fatalf("get of a near miss: %s", r)
+	}
+}
+
+// TestExportDamagedBlob: export of a damaged blob, with -o, exits 4, says
+// that nothing was written, writes nothing, and quarantines the blob as get
+// does; the next export says it is in quarantine. (Before: no quarantine,
+// and "the output is incomplete" though no file was written.)
+func TestExportDamagedBlob(t *testing.T) {
+	dir := wholeTarDir(t)
+	img, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 2, FileSize: 1 << 20})
+	digest := strings.TrimPrefix(must(t, dir, "put", "capy-ubuntu-25.04-bad", img), "sha256:")
+	blob := filepath.Join(dir, "blobs", "sha256", digest+".tar.zst")
+	os.Chmod(blob, 0o644)
+	data, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	os.WriteFile(blob, data, 0o444)
+	out := filepath.Join(t.TempDir(), "x.tar")
+	r := imgcache(t, dir, nil, "export", "capy-ubuntu-25.04-bad", "-o", out)
+	if r.code != 4 || !strings.Contains(r.stderr, "nothing was written to "+out) || strings.Contains(r.stderr, "incomplete") {
+		t.Fatalf("export -o of a damaged blob: %s", r)
+	}
+	if _, err := os.Lstat(out); err == nil {
+		t.Fatalf("export -o of a damaged blob left %s", out)
+	}
+	if _, err := os.Lstat(blob); err == nil {
+		t.Fatal("the damaged blob was not quarantined")
+	}
+	if q, _ := filepath.Glob(filepath.Join(dir, "quarantine", digest+"-*")); len(q) != 1 {
+		t.Fatalf("quarantine holds %v", q)
+	}
+	if r := imgcache(t, dir, nil, "export", "capy-ubuntu-25.04-bad"); r.code != 4 || !strings.Contains(r.stderr, "in quarantine") {
+		t.Fatalf("export after quarantine: %s", r)
+	}
 }
 
 // TestSaveRoundTrip: save from the daemon, export byte-identical, get back.
