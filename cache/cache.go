@@ -59,6 +59,8 @@ type Cache struct {
 	engineMu sync.Mutex // guards engine: parallel builds share the Cache
 	engine   Engine
 
+	readOnly sync.Once // said once: uses cannot be recorded
+
 	hooks testHooks
 }
 
@@ -210,11 +212,20 @@ func (c *Cache) entry(ctx context.Context, n naming.Name) (manifest.Entry, error
 }
 
 // touch records a use of n, if n still names d: one line appended to the
-// use log, not a manifest rewrite.
+// use log, not a manifest rewrite. A user who may read the cache but not
+// write it (or a read-only mount) records no use: said once, at info level,
+// and not an error.
 func (c *Cache) touch(ctx context.Context, n naming.Name, d digest.Digest) error {
 	lctx, cancel := c.lockCtx(ctx)
 	defer cancel()
-	return c.man.Touch(lctx, n.String(), d, c.opt.Now().UTC())
+	err := c.man.Touch(lctx, n.String(), d, c.opt.Now().UTC())
+	if err != nil && fsutil.NotWritable(err) {
+		c.readOnly.Do(func() {
+			c.opt.Log.Info("the cache is read-only for this user: uses are not recorded (gc's LRU order and min-age do not see them)", "dir", c.dir, "err", err)
+		})
+		return nil
+	}
+	return err
 }
 
 // Hold keeps n's entry, while it holds d, and its daemon image from

@@ -458,3 +458,25 @@ func TestPutCompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestPutStoreFailureIsNotBlamedOnTheArchive: when the layer store cannot
+// write (here its tmp/ is a file: ENOTDIR, even for root; for another user
+// it is EACCES), put fails with that error, not as bad input: the archive
+// was fine. Before, the parser's view of the broken pipe won and put said
+// "invalid input: truncated archive", exit 2.
+func TestPutStoreFailureIsNotBlamedOnTheArchive(t *testing.T) {
+	t.Parallel()
+	c, _ := openAny(t, t.TempDir())
+	tmp := filepath.Join(c.Dir(), "layers", "tmp")
+	if err := os.RemoveAll(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good, _ := image(t, "t/x:1", 3)
+	_, err := c.Put(context.Background(), mustName(t, "capy-ubuntu-25.04-gcc15"), bytes.NewReader(good), -1)
+	if err == nil || errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("put into a broken layer store: %v; want the store's error, not ErrInvalid", err)
+	}
+}

@@ -117,8 +117,10 @@ func (c *Cache) storeSplit(ctx context.Context, r io.Reader, known map[string]ma
 	pr, pw := io.Pipe()
 	done := parse(pr)
 	st := &splitStored{}
-	err := c.split(ctx, io.TeeReader(r, pw), known, st)
-	ours := err != nil && (errors.Is(err, errdefs.ErrNoSpace) || errors.Is(err, context.Canceled) ||
+	src := &sourceReader{r: r}
+	err := c.split(ctx, io.TeeReader(src, pw), known, st, src)
+	var se *storeError
+	ours := err != nil && (errors.As(err, &se) || errors.Is(err, errdefs.ErrNoSpace) || errors.Is(err, context.Canceled) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errdefs.ErrInvalid))
 	if ours {
 		pw.CloseWithError(err)
@@ -145,8 +147,39 @@ func (c *Cache) storeSplit(ctx context.Context, r io.Reader, known map[string]ma
 	return st, p.info, nil
 }
 
+// storeError marks a failure of the layer store itself (a piece or the
+// skeleton could not be written: permissions, I/O), as opposed to the
+// input's: the archive is then not to blame.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// sourceReader remembers the input's own read error.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+// storeFault is err marked as the layer store's, unless the input caused
+// it: the source failed, or the tar ended inside the payload.
+func storeFault(err error, src *sourceReader) error {
+	if err == nil || src.err != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errdefs.ErrInvalid) {
+		return err
+	}
+	return &storeError{err}
+}
+
 // split runs skeleton.Split with the layer store behind it.
-func (c *Cache) split(ctx context.Context, r io.Reader, known map[string]manifest.Layer, st *splitStored) error {
+func (c *Cache) split(ctx context.Context, r io.Reader, known map[string]manifest.Layer, st *splitStored, src *sourceReader) error {
 	skelR, skelW := io.Pipe()
 	type ingested struct {
 		in  *cas.Ingested
@@ -165,7 +198,7 @@ func (c *Cache) split(ctx context.Context, r io.Reader, known map[string]manifes
 			seen[b.Digest] = true
 			st.pieces = append(st.pieces, b)
 		}
-		return err
+		return storeFault(err, src)
 	})
 	skelW.CloseWithError(err)
 	sk := <-skelDone
@@ -173,10 +206,13 @@ func (c *Cache) split(ctx context.Context, r io.Reader, known map[string]manifes
 		if sk.in != nil {
 			st.locks = append(st.locks, sk.in)
 		}
+		if sk.err != nil && errors.Is(err, sk.err) {
+			return storeFault(err, src) // the skeleton could not be stored: Split's writes to it failed
+		}
 		return err
 	}
 	if sk.err != nil {
-		return fmt.Errorf("store the skeleton: %w", sk.err)
+		return &storeError{fmt.Errorf("store the skeleton: %w", sk.err)}
 	}
 	st.locks = append(st.locks, sk.in)
 	if !sk.in.Deduplicated {
@@ -208,7 +244,7 @@ func (c *Cache) putPiece(ctx context.Context, name string, size int64, r io.Read
 	}
 	in, err := c.layers.Ingest(ctx, r, nil)
 	if err != nil {
-		return manifest.Blob{}, fmt.Errorf("%s: %w", name, err)
+		return manifest.Blob{}, err // skeleton.Split names the piece
 	}
 	h.locks = append(h.locks, in)
 	if !in.Deduplicated {

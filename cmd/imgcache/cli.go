@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/alecthomas/kong"
 	kongcompletion "github.com/jotaen/kong-completion"
 
 	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/naming"
 )
 
@@ -25,6 +27,7 @@ type cli struct {
 	Level       int              `help:"zstd level for new blobs (1-22)." env:"IMGCACHE_LEVEL" default:"1"`
 	Quiet       bool             `short:"q" help:"No progress or informational messages on stderr."`
 	LogLevel    string           `help:"Log level on stderr: debug, info, warn, error." env:"IMGCACHE_LOG_LEVEL" default:"warn" enum:"debug,info,warn,error"`
+	Umask       umask            `help:"Umask for everything imgcache creates (002 lets a group share the cache; default: the process's own)." env:"IMGCACHE_UMASK" placeholder:"MODE"`
 	HoldBack    byteSize         `help:"Most memory a verified load holds back (default 64M); archives whose metadata lies further from their end are verified in a first pass." hidden:"" name:"hold-back-limit"`
 	Version     kong.VersionFlag `help:"Print the version and exit."`
 	limitFlags  `embed:""`
@@ -141,6 +144,12 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintln(stderr, "imgcache:", err)
 		return exitCode(fmt.Errorf("%w: %w", errUsage, err))
 	}
+	if root.Umask.set {
+		if _, err := fsutil.SetUmask(int(root.Umask.mask)); err != nil {
+			fmt.Fprintln(stderr, "imgcache: --umask:", err)
+			return exitCode(fmt.Errorf("%w: %w", errUsage, err))
+		}
+	}
 	level := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}[root.LogLevel]
 	if root.Quiet {
 		level = slog.LevelError
@@ -194,4 +203,26 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// umask is an octal file-mode mask ("002", "0027").
+type umask struct {
+	mask uint32
+	set  bool
+}
+
+func (u *umask) UnmarshalText(text []byte) error {
+	v, err := strconv.ParseUint(string(text), 8, 32)
+	if err != nil || v > 0o777 {
+		return fmt.Errorf("umask %q: want an octal mode such as 002 or 027", text)
+	}
+	u.mask, u.set = uint32(v), true
+	return nil
+}
+
+func (u umask) String() string {
+	if !u.set {
+		return "process default"
+	}
+	return fmt.Sprintf("%03o", u.mask)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,7 +28,16 @@ const (
 type Lock struct {
 	f         *flock.Flock
 	exclusive bool
+	unguarded bool // no lock file, and this user may not create one
 }
+
+// Unguarded reports that no lock is held: the lock file does not exist and
+// this process may not create it (a user who can read the cache but not
+// write it, or a read-only mount). The caller goes on without the
+// exclusion: a reader may then see a blob deleted under it (its read fails
+// as not found, never yields wrong bytes), two such readers may load one
+// image twice.
+func (l *Lock) Unguarded() bool { return l != nil && l.unguarded }
 
 // Acquire takes the lock on path, shared or exclusive, waiting until ctx is
 // done. The file (and its directory) are created if missing. On timeout or
@@ -57,6 +67,9 @@ func TryAcquire(path string, exclusive bool) (l *Lock, ok bool, err error) {
 // (then l is non-nil only as a signal; it is released).
 func try(ctx context.Context, path string, exclusive, wait bool) (*Lock, bool, error) {
 	if err := fsutil.MkdirAll(filepath.Dir(path)); err != nil {
+		if fsutil.NotWritable(err) {
+			return &Lock{exclusive: exclusive, unguarded: true}, true, nil
+		}
 		return nil, false, fmt.Errorf("lock %s: %w", path, err)
 	}
 	f := flock.New(path, flock.SetPermissions(fsutil.FileMode))
@@ -72,6 +85,9 @@ func try(ctx context.Context, path string, exclusive, wait bool) (*Lock, bool, e
 	}
 	if err != nil {
 		_ = f.Close()
+		if _, serr := os.Lstat(path); fsutil.NotWritable(err) && errors.Is(serr, fs.ErrNotExist) {
+			return &Lock{exclusive: exclusive, unguarded: true}, true, nil
+		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return nil, false, fmt.Errorf("waiting for lock %s: %w (%w)", path, errdefs.ErrLocked, err)
 		}
