@@ -62,6 +62,8 @@ type Cache struct {
 	readOnly sync.Once // said once: uses cannot be recorded
 
 	hooks testHooks
+	// freeBytes measures free space (fsutil.FreeBytes; tests replace it).
+	freeBytes func(path string) (int64, error)
 }
 
 // testHooks let tests act at chosen points of an operation (export_test.go).
@@ -113,7 +115,7 @@ func Open(dir string, opt Options) (*Cache, error) {
 		}
 		fresh = created
 	}
-	c := &Cache{dir: abs, man: man, opt: opt}
+	c := &Cache{dir: abs, man: man, opt: opt, freeBytes: fsutil.FreeBytes}
 	if fresh {
 		if err := c.mkLayers(); err != nil {
 			return nil, err

@@ -31,6 +31,11 @@ type Engine interface {
 	Build(ctx context.Context, contextTar io.Reader, opts dockerbridge.BuildOptions, progress io.Writer) (string, error)
 	// Remove untags ref, or deletes the image it names, never forced.
 	Remove(ctx context.Context, ref string) error
+	// Images lists the engine's tagged images.
+	Images(ctx context.Context) ([]dockerbridge.ImageSummary, error)
+	// DataRoot is the directory of the engine's images on this host;
+	// ErrInvalid when the engine is not local.
+	DataRoot(ctx context.Context) (string, error)
 	// Close releases the connection.
 	Close() error
 }

@@ -57,6 +57,7 @@ type fakeEngine struct {
 	rejectLoads  error                  // returned by Load after reading the body
 	connectErr   error                  // returned by the connect function
 	inUse        map[string]bool
+	dataRoot     string // DataRoot's answer; "" = not local
 	loadStarted  chan struct{} // closed at the first Load, if set
 	releaseLoads chan struct{} // Load waits for it, if set
 }
@@ -407,6 +408,27 @@ func (f *fakeEngine) Remove(_ context.Context, ref string) error {
 		delete(f.images, img.id)
 	}
 	return nil
+}
+
+func (f *fakeEngine) Images(context.Context) ([]dockerbridge.ImageSummary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []dockerbridge.ImageSummary
+	for _, id := range slices.Sorted(maps.Keys(f.images)) {
+		if tags := f.tagsOf(id); len(tags) > 0 {
+			out = append(out, dockerbridge.ImageSummary{ID: id, RepoTags: tags, Size: int64(len(f.images[id].tar))})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeEngine) DataRoot(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dataRoot == "" {
+		return "", fmt.Errorf("%w: the fake engine is not local", errdefs.ErrInvalid)
+	}
+	return f.dataRoot, nil
 }
 
 func (f *fakeEngine) Close() error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -26,7 +25,14 @@ type GCOptions struct {
 	// that recently (and holds protect theirs) from every limit.
 	Limits lru.Limits
 	DryRun bool // plan only: change nothing
-	Docker bool // also remove evicted names' imgcache/<name> tags from the daemon
+	// Docker also acts on the daemon: the evicted names' imgcache tags go,
+	// and the superseded versions' (protected as entries are).
+	Docker bool
+	// DockerMinFree (with DockerTargetFree, the hysteresis of MinFree)
+	// removes imgcache's images from the daemon, least recently used first,
+	// until the filesystem of its data root has that much free; the blobs
+	// stay. It needs a daemon on this host. Setting it implies Docker.
+	DockerMinFree, DockerTargetFree int64
 }
 
 // GCVictim is one step of what gc did (or would do).
@@ -61,10 +67,18 @@ type GCReport struct {
 	Protected    []string `json:"protected"`
 	Docker       []string `json:"docker_removed,omitempty"`
 	DockerErrors []string `json:"docker_errors,omitempty"`
+	// DockerProtected are imgcache tags in the daemon gc kept for their
+	// min-age or hold (superseded versions, or under the daemon limit).
+	DockerProtected []string `json:"docker_protected,omitempty"`
+	// With a daemon-side limit: free bytes on the daemon's data root before
+	// and after, and what is still missing to the target.
+	DockerFree      int64 `json:"docker_free,omitempty"`
+	DockerFreeAfter int64 `json:"docker_free_after,omitempty"`
+	DockerMissing   int64 `json:"docker_missing,omitempty"`
 }
 
 // Short reports whether a target could not be reached.
-func (r *GCReport) Short() bool { return len(r.Shortfalls) > 0 }
+func (r *GCReport) Short() bool { return len(r.Shortfalls) > 0 || r.DockerMissing > 0 }
 
 // GC evicts least-recently-used entries until the limits hold, deletes blobs
 // no name points at, and clears leftovers of dead ingests. gc is not a use.
@@ -80,6 +94,10 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if err := opt.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("gc: %w: %w", errdefs.ErrInvalid, err)
 	}
+	if err := (lru.Limits{MinFree: opt.DockerMinFree, TargetFree: opt.DockerTargetFree}).Validate(); err != nil {
+		return nil, fmt.Errorf("gc: %w: docker-%w", errdefs.ErrInvalid, err)
+	}
+	opt.Docker = opt.Docker || opt.DockerMinFree > 0
 	rep := &GCReport{DryRun: opt.DryRun, Victims: []GCVictim{}, Skipped: []string{}, Shared: []string{}, Shortfalls: []lru.Shortfall{}, Protected: []string{}}
 	if !opt.DryRun {
 		for _, store := range c.stores() {
@@ -103,6 +121,11 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if opt.DryRun {
 		c.reportPlan(p.plan, nil, rep)
 		rep.Freed, rep.FreeAfter = p.plan.Freed, free+p.plan.Freed
+		if opt.Docker {
+			if err := c.gcDaemon(ctx, opt, rep); err != nil {
+				return nil, err
+			}
+		}
 		return rep, nil
 	}
 	if c.hooks.gcPlanned != nil {
@@ -145,6 +168,9 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	}
 	if opt.Docker {
 		c.gcDocker(ctx, evicted, rep)
+		if err := c.gcDaemon(ctx, opt, rep); err != nil {
+			return rep, err
+		}
 	}
 	rep.FreeAfter, _ = fsutil.FreeBytes(c.dir)
 	return rep, nil
@@ -395,34 +421,5 @@ func (c *Cache) reportPlan(plan lru.Plan, evicted map[string]digest.Digest, rep 
 	rep.Protected = append(rep.Protected, plan.Protected...)
 	if len(rep.Protected) > 0 {
 		c.opt.Log.Info("gc kept entries used within the min-age or held by a job", "names", rep.Protected)
-	}
-}
-
-// gcDocker removes the evicted names' imgcache tags from the daemon. An image
-// still used by a container is reported and left alone.
-func (c *Cache) gcDocker(ctx context.Context, evicted map[string]digest.Digest, rep *GCReport) {
-	if len(evicted) == 0 {
-		return
-	}
-	b, err := c.docker(ctx)
-	if err != nil {
-		rep.DockerErrors = append(rep.DockerErrors, err.Error())
-		return
-	}
-	for _, name := range slices.Sorted(maps.Keys(evicted)) {
-		n, err := naming.Parse(name)
-		if err != nil {
-			continue
-		}
-		for _, ref := range []string{naming.PinnedRef(n, evicted[name].Encoded()), naming.LatestRef(n)} {
-			err := b.Remove(ctx, ref)
-			switch {
-			case err == nil:
-				rep.Docker = append(rep.Docker, ref)
-			case errors.Is(err, errdefs.ErrNotFound):
-			default:
-				rep.DockerErrors = append(rep.DockerErrors, err.Error())
-			}
-		}
 	}
 }

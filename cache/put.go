@@ -236,6 +236,9 @@ func (c *Cache) record(ctx context.Context, n naming.Name, e manifest.Entry) (*P
 			e.Pinned = old.Pinned
 			if old.Digest != e.Digest {
 				res.Replaced = old.Digest.String()
+				// Its daemon image may be what a job just got: gc --docker
+				// keeps it until this last use is older than the min-age.
+				m.Retire(e.Name, old.Digest, old.LastUsed)
 			} else {
 				e.Added = old.Added
 			}

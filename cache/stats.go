@@ -20,6 +20,7 @@ import (
 	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
+	"github.com/imgcache/imgcache/naming"
 )
 
 // Counters are the cache's running totals, kept in <dir>/stats.json beside
@@ -54,6 +55,43 @@ type StatsReport struct {
 	// Ratio is the stored bytes of the blobs entries use over RawBytes:
 	// below the compression ratio when layers are shared.
 	Ratio float64 `json:"compression_ratio"`
+	// Daemon is what imgcache's images hold in the daemon, when the caller
+	// asked it (DaemonUsage): Stats itself never reaches the daemon.
+	Daemon DaemonUsage `json:"daemon"`
+}
+
+// DaemonUsage is what the images imgcache loaded hold in the daemon.
+type DaemonUsage struct {
+	Reachable bool  `json:"reachable"` // false: not asked, or no daemon answered
+	Images    int   `json:"images"`    // images carrying an imgcache tag
+	// Bytes is the sum of those images' sizes as the daemon lists them:
+	// layers they share are counted once per image, so it is an upper
+	// bound of what removing them all would free.
+	Bytes int64 `json:"bytes"`
+}
+
+// DaemonUsage asks the daemon which images carry imgcache's tags and how
+// large they are.
+func (c *Cache) DaemonUsage(ctx context.Context) (DaemonUsage, error) {
+	b, err := c.docker(ctx)
+	if err != nil {
+		return DaemonUsage{}, err
+	}
+	imgs, err := b.Images(ctx)
+	if err != nil {
+		return DaemonUsage{}, err
+	}
+	u := DaemonUsage{Reachable: true}
+	for _, img := range imgs {
+		for _, ref := range img.RepoTags {
+			if _, _, ok := naming.ParseRef(ref); ok {
+				u.Images++
+				u.Bytes += img.Size
+				break
+			}
+		}
+	}
+	return u, nil
 }
 
 func (c *Cache) statsPath() string { return filepath.Join(c.dir, "stats.json") }
@@ -176,6 +214,11 @@ func WritePrometheus(w io.Writer, r *StatsReport) error {
 		{"imgcache_shared_bytes", gauge, "stored bytes of blobs more than one distinct image uses", float64(r.SharedBytes)},
 		{"imgcache_raw_bytes", gauge, "uncompressed bytes of the distinct tars the names hold", float64(r.RawBytes)},
 		{"imgcache_compression_ratio", gauge, "stored bytes of the blobs names use over their raw bytes", r.Ratio},
+	}
+	if r.Daemon.Reachable { // unknown is left out, not written as 0
+		ms = append(ms,
+			metric{"imgcache_daemon_images", gauge, "images in the Docker daemon that carry an imgcache tag", float64(r.Daemon.Images)},
+			metric{"imgcache_daemon_bytes", gauge, "sizes of those images as the daemon lists them (shared layers counted per image: an upper bound)", float64(r.Daemon.Bytes)})
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].name < ms[j].name })
 	dir := strings.ToValidUTF8(r.Dir, "\uFFFD")

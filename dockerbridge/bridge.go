@@ -225,3 +225,41 @@ func daemonCause(err error, host string) string {
 	}
 	return fmt.Sprintf("cannot reach the Docker daemon at %s: %v", host, err)
 }
+
+// ImageSummary is one image the engine holds, as its image list says.
+type ImageSummary struct {
+	ID       string
+	RepoTags []string
+	Size     int64 // bytes of all its layers (shared ones included)
+}
+
+// Images lists the engine's tagged images (not intermediate ones).
+func (b *Bridge) Images(ctx context.Context) ([]ImageSummary, error) {
+	list, err := b.cli.ImageList(ctx, image.ListOptions{})
+	if err != nil {
+		return nil, b.wrap(err, "list images")
+	}
+	out := make([]ImageSummary, 0, len(list))
+	for _, s := range list {
+		out = append(out, ImageSummary{ID: s.ID, RepoTags: s.RepoTags, Size: s.Size})
+	}
+	return out, nil
+}
+
+// DataRoot is the directory holding the daemon's images (docker info's
+// DockerRootDir), when the daemon runs on this host: reached through a
+// local socket. Otherwise the error wraps errdefs.ErrInvalid: its disk is
+// not this host's to measure.
+func (b *Bridge) DataRoot(ctx context.Context) (string, error) {
+	if !strings.HasPrefix(b.host, "unix://") {
+		return "", fmt.Errorf("%w: the Docker daemon is at %s, not on a local socket: its data root is not on this host, so its free space cannot be measured here (run imgcache on the daemon's host)", ourerr.ErrInvalid, b.host)
+	}
+	info, err := b.cli.Info(ctx)
+	if err != nil {
+		return "", b.wrap(err, "docker info")
+	}
+	if info.DockerRootDir == "" {
+		return "", fmt.Errorf("%w: the engine at %s does not report its data root (docker info: DockerRootDir)", ourerr.ErrInvalid, b.host)
+	}
+	return info.DockerRootDir, nil
+}

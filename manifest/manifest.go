@@ -131,9 +131,10 @@ type Manifest struct {
 	Version int               `json:"version"`
 	Entries map[string]*Entry `json:"entries"`
 
-	// holds are the hold log's lines, read with the manifest (holds.go);
-	// never part of manifest.json.
-	holds []Use
+	// holds are the hold log's lines and retired the retired log's, read
+	// with the manifest (holds.go); retiring are the retired log's lines
+	// this write adds. None is part of manifest.json.
+	holds, retired, retiring []Use
 }
 
 // New returns an empty manifest of the current schema.
@@ -458,6 +459,9 @@ func (s *Store) UpdateThen(ctx context.Context, fn func(*Manifest) error, then f
 	if err := s.write(m); err != nil {
 		return err
 	}
+	// Best effort: the manifest is written; a lost line only lets gc
+	// --docker remove a superseded image before its min-age.
+	_ = s.writeRetired(m)
 	if err := s.clearUses(); err != nil {
 		return err
 	}

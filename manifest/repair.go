@@ -128,5 +128,8 @@ func (s *Store) readLocked() ([]byte, *Manifest, error) {
 	if m.holds, err = s.readHolds(); err != nil {
 		return data, nil, err
 	}
+	if m.retired, err = readLog(s.RetiredPath()); err != nil {
+		return data, nil, err
+	}
 	return data, m, nil
 }

@@ -54,3 +54,20 @@ func PinnedRef(n Name, hex string) string {
 
 // LatestRef returns "imgcache/<name>:latest".
 func LatestRef(n Name) string { return ImageRepo(n) + ":latest" }
+
+// ParseRef splits one of imgcache's image references,
+// "imgcache/<name>:<tag>" (as PinnedRef and LatestRef make them; a
+// "docker.io/" prefix, which engines may add, is allowed), into its name
+// and tag. ok is false for any other reference.
+func ParseRef(ref string) (n Name, tag string, ok bool) {
+	repo, tag, found := strings.Cut(strings.TrimPrefix(ref, "docker.io/"), ":")
+	name, ours := strings.CutPrefix(repo, repoPrefix)
+	if !found || !ours || tag == "" {
+		return Name{}, "", false
+	}
+	n, err := Parse(name)
+	if err != nil {
+		return Name{}, "", false
+	}
+	return n, tag, true
+}

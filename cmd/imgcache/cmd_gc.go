@@ -16,11 +16,13 @@ import (
 // limitFlags are the cache's limits. gc enforces them; put and save run a gc
 // afterwards when any is set (e.g. through IMGCACHE_MIN_FREE).
 type limitFlags struct {
-	MinFree    byteSize `help:"Keep at least this much free on the cache's filesystem (20G = 20 GiB)." env:"IMGCACHE_MIN_FREE" placeholder:"SIZE"`
-	TargetFree byteSize `help:"Once below --min-free, free up to this much (hysteresis)." env:"IMGCACHE_TARGET_FREE" placeholder:"SIZE"`
-	MaxSize    byteSize `help:"Keep the cache's stored bytes at most this." env:"IMGCACHE_MAX_SIZE" placeholder:"SIZE"`
-	MaxAge     age      `help:"Drop entries unused for longer than this (30d, 12h)." env:"IMGCACHE_MAX_AGE" placeholder:"DURATION"`
-	MinAge     age      `help:"Never evict an entry (nor remove its daemon image) used within this long: a job between its get and its docker run; 0 opts out." env:"IMGCACHE_MIN_AGE" default:"10m" placeholder:"DURATION"`
+	MinFree          byteSize `help:"Keep at least this much free on the cache's filesystem (20G = 20 GiB)." env:"IMGCACHE_MIN_FREE" placeholder:"SIZE"`
+	TargetFree       byteSize `help:"Once below --min-free, free up to this much (hysteresis)." env:"IMGCACHE_TARGET_FREE" placeholder:"SIZE"`
+	MaxSize          byteSize `help:"Keep the cache's stored bytes at most this." env:"IMGCACHE_MAX_SIZE" placeholder:"SIZE"`
+	MaxAge           age      `help:"Drop entries unused for longer than this (30d, 12h)." env:"IMGCACHE_MAX_AGE" placeholder:"DURATION"`
+	DockerMinFree    byteSize `help:"gc also removes imgcache's images from the Docker daemon, least recently used first (their blobs stay), while its data root's filesystem has less than this free (a daemon on this host)." env:"IMGCACHE_DOCKER_MIN_FREE" placeholder:"SIZE"`
+	DockerTargetFree byteSize `help:"Once below --docker-min-free, free the data root up to this much (hysteresis)." env:"IMGCACHE_DOCKER_TARGET_FREE" placeholder:"SIZE"`
+	MinAge           age      `help:"Never evict an entry (nor remove its daemon image) used within this long: a job between its get and its docker run; 0 opts out." env:"IMGCACHE_MIN_AGE" default:"10m" placeholder:"DURATION"`
 }
 
 func (l limitFlags) limits() lru.Limits {
@@ -109,7 +111,8 @@ func (c *gcCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	rep, err := ca.GC(e.ctx, cache.GCOptions{Limits: e.root.limitFlags.limits(), DryRun: c.DryRun, Docker: c.Docker})
+	rep, err := ca.GC(e.ctx, cache.GCOptions{Limits: e.root.limitFlags.limits(), DryRun: c.DryRun, Docker: c.Docker,
+		DockerMinFree: int64(e.root.DockerMinFree), DockerTargetFree: int64(e.root.DockerTargetFree)})
 	if err != nil {
 		return err
 	}
@@ -160,5 +163,21 @@ func printGC(e *env, rep *cache.GCReport) {
 	}
 	for _, d := range rep.DockerErrors {
 		fmt.Fprintf(e.stderr, "gc: docker: %s\n", d)
+	}
+	removed := "removed"
+	if rep.DryRun {
+		removed = "would remove"
+	}
+	if len(rep.Docker) > 0 {
+		fmt.Fprintf(e.stderr, "gc: docker: %s %s\n", removed, strings.Join(rep.Docker, ", "))
+	}
+	if len(rep.DockerProtected) > 0 {
+		fmt.Fprintf(e.stderr, "gc: docker: kept %s (used within --min-age or held)\n", strings.Join(rep.DockerProtected, ", "))
+	}
+	if rep.DockerFree > 0 {
+		fmt.Fprintf(e.stderr, "gc: docker: %s free on the daemon's data root (was %s)\n", units.BytesSize(float64(rep.DockerFreeAfter)), units.BytesSize(float64(rep.DockerFree)))
+	}
+	if rep.DockerMissing > 0 {
+		fmt.Fprintf(e.stderr, "gc: docker-min-free target missed by %s: what is left is pinned, in use by containers, used within --min-age or held, or not imgcache's\n", units.BytesSize(float64(rep.DockerMissing)))
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 type statsCmd struct {
 	JSON       bool   `help:"Print the report as JSON."`
+	Daemon     bool   `help:"Also ask the Docker daemon what imgcache's images hold there (--no-daemon: do not)." default:"true" negatable:""`
 	Prometheus string `help:"Also write the metrics, atomically, in the Prometheus text format to FILE (for node_exporter's textfile collector)." placeholder:"FILE" type:"path"`
 }
 
@@ -26,6 +27,13 @@ func (c *statsCmd) Run(e *env) error {
 	rep, err := ca.Stats(e.ctx)
 	if err != nil {
 		return err
+	}
+	// What imgcache's images hold in the daemon, if one answers: stats
+	// does not fail without one (a cron job on a host whose daemon is down).
+	if c.Daemon {
+		if rep.Daemon, err = ca.DaemonUsage(e.ctx); err != nil {
+			e.log.Info("daemon usage unknown", "err", err)
+		}
 	}
 	if c.Prometheus != "" {
 		if err := cache.WritePrometheusFile(c.Prometheus, rep); err != nil {
@@ -57,5 +65,8 @@ func (c *statsCmd) Run(e *env) error {
 	row("Exports", n.Exports)
 	row("Evictions", fmt.Sprintf("%d (%s reclaimed)", n.Evictions, size(n.BytesReclaimed)))
 	row("Integrity failures", n.IntegrityFailures)
+	if rep.Daemon.Reachable {
+		row("In the daemon", fmt.Sprintf("%d images, %s (shared layers counted per image)", rep.Daemon.Images, size(rep.Daemon.Bytes)))
+	}
 	return tw.Flush()
 }
