@@ -57,7 +57,7 @@ type fakeEngine struct {
 	rejectLoads  error                  // returned by Load after reading the body
 	connectErr   error                  // returned by the connect function
 	inUse        map[string]bool
-	dataRoot     string // DataRoot's answer; "" = not local
+	dataRoot     string        // DataRoot's answer; "" = not local
 	loadStarted  chan struct{} // closed at the first Load, if set
 	releaseLoads chan struct{} // Load waits for it, if set
 }

@@ -62,8 +62,8 @@ type StatsReport struct {
 
 // DaemonUsage is what the images imgcache loaded hold in the daemon.
 type DaemonUsage struct {
-	Reachable bool  `json:"reachable"` // false: not asked, or no daemon answered
-	Images    int   `json:"images"`    // images carrying an imgcache tag
+	Reachable bool `json:"reachable"` // false: not asked, or no daemon answered
+	Images    int  `json:"images"`    // images carrying an imgcache tag
 	// Bytes is the sum of those images' sizes as the daemon lists them:
 	// layers they share are counted once per image, so it is an upper
 	// bound of what removing them all would free.
