@@ -246,8 +246,8 @@ func TestGetThenGCKeepsTheJobsImage(t *testing.T) {
 
 	img2, _ := genImage(t, testimage.Options{})
 	must(t, dir, "put", "capy-ubuntu-25.04-long", img2)
-	got := time.Now()
 	ref2 := must(t, dir, "get", "--hold", "5s", "capy-ubuntu-25.04-long")
+	got := time.Now() // the hold ends 5s after the get recorded it: before got+5s
 	time.Sleep(1500 * time.Millisecond)
 	r = imgcache(t, dir, nil, "gc", "--json", "--docker", "--min-age", "1s", "--max-size", "1")
 	json.Unmarshal([]byte(r.stdout), &rep)
