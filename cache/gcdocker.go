@@ -92,7 +92,8 @@ func daemonTags(imgs []dockerbridge.ImageSummary, m *manifest.Manifest) (tags []
 			}
 			name := n.String()
 			size[img.ID] = img.Size
-			t := daemonTag{ref: ref, image: img.ID, name: name}
+			// Reported as imgcache writes it: Podman lists docker.io/imgcache/….
+			t := daemonTag{ref: naming.ImageRepo(n) + ":" + tag, image: img.ID, name: name}
 			if e := m.Entries[name]; e != nil {
 				if tag == "latest" || strings.HasPrefix(e.Digest.Encoded(), tag) {
 					t.current, t.lastUsed, t.pinned, t.held = true, e.LastUsed, e.Pinned, m.HeldUntil(name, e.Digest)

@@ -131,6 +131,12 @@ func (b *Bridge) Load(ctx context.Context, body io.Reader) error {
 		return bodyErr
 	}
 	if err != nil {
+		if errdefs.IsSystem(err) || errdefs.IsUnknown(err) {
+			// The whole verified body went out and the engine answered
+			// with an error: it refused the image. (Podman answers 500
+			// where Docker answers 400 for an archive it cannot read.)
+			return fmt.Errorf("load image: %w: %w", ourerr.ErrRejected, err)
+		}
 		return b.wrap(err, "load image")
 	}
 	defer resp.Body.Close()

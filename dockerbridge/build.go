@@ -101,7 +101,8 @@ func (b *Bridge) wrapBuild(err error) error {
 }
 
 // decodeBuild reads the builder's message stream: stream text goes to
-// progress, the last "Step N/M : …" line is remembered for the error, the
+// progress, the last "Step N/M : …" line (Podman: "STEP N/M: …") is
+// remembered for the error, the
 // image ID comes from the aux message {"ID": "sha256:…"} (or, failing that,
 // the short ID of "Successfully built <id>").
 func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
@@ -120,7 +121,7 @@ func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
 			l := strings.TrimSpace(string(line))
 			line = line[:0]
 			switch {
-			case strings.HasPrefix(l, "Step "):
+			case len(l) > 5 && strings.EqualFold(l[:5], "step "): // Docker "Step 3/5 : …", Podman "STEP 3/5: …"
 				step = l
 			case strings.HasPrefix(l, "Successfully built ") && id == "":
 				id = strings.TrimPrefix(l, "Successfully built ")

@@ -53,6 +53,14 @@ func TestDecodeBuild(t *testing.T) {
 			err: `build failed at step "Step 3/3 : COPY missing.txt /missing.txt": rejected by docker daemon: COPY failed: file not found in build context`,
 		},
 		{
+			what: "failing step, Podman's words",
+			stream: `{"stream":"STEP 1/3: FROM imgcache/capy-ubuntu-25.04-base:32b01a201497\n"}
+{"stream":"STEP 2/3: COPY missing.txt /missing.txt\n"}
+{"error":"building at STEP \"COPY missing.txt /missing.txt\": checking on sources: no such file or directory","errorDetail":{"message":"building at STEP \"COPY missing.txt /missing.txt\": checking on sources: no such file or directory"}}
+`,
+			err: `build failed at step "STEP 2/3: COPY missing.txt /missing.txt": rejected by docker daemon: building at STEP`,
+		},
+		{
 			what:   "failure before any step",
 			stream: `{"error":"dockerfile parse error line 1: unknown instruction: BOGUS"}`,
 			err:    "build failed: rejected by docker daemon: dockerfile parse error",

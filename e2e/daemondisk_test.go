@@ -35,12 +35,12 @@ func TestGCDockerSupersededImages(t *testing.T) {
 		t.Fatalf("both versions have the ref %s", old)
 	}
 	var rep gcDockerReport
-	json.Unmarshal([]byte(must(t, dir, "gc", "--docker", "--json", "--min-age", "2s")), &rep)
+	json.Unmarshal([]byte(must(t, dir, "gc", "--docker", "--json", "--min-age", "1m")), &rep)
 	if !slices.Contains(rep.DockerProtected, old) || !inDaemon(t, old) {
 		t.Fatalf("within the min-age: protected %v, %s in the daemon: %v", rep.DockerProtected, old, inDaemon(t, old))
 	}
-	time.Sleep(2500 * time.Millisecond)
-	json.Unmarshal([]byte(must(t, dir, "gc", "--docker", "--json", "--min-age", "2s")), &rep)
+	time.Sleep(1500 * time.Millisecond)
+	json.Unmarshal([]byte(must(t, dir, "gc", "--docker", "--json", "--min-age", "1s")), &rep)
 	if !slices.Equal(rep.Docker, []string{old}) || inDaemon(t, old) || !inDaemon(t, cur) {
 		t.Fatalf("past the min-age: removed %v; old in the daemon %v, current %v", rep.Docker, inDaemon(t, old), inDaemon(t, cur))
 	}

@@ -32,7 +32,7 @@ func TestColdThenWarmGet(t *testing.T) {
 		t.Fatalf("image %s in the daemon before get", img.ImageID)
 	}
 
-	start := time.Now()
+	start := eventWindowStart()
 	ref := must(t, dir, "get", "capy-ubuntu-25.04-gcc15")
 	if want := "imgcache/capy-ubuntu-25.04-gcc15:" + strings.TrimPrefix(digest, "sha256:")[:12]; ref != want {
 		t.Fatalf("get printed %q, want %q", ref, want)
@@ -47,11 +47,19 @@ func TestColdThenWarmGet(t *testing.T) {
 		t.Fatalf("warm get printed %q, want %q", got, ref)
 	}
 	end := time.Now().Add(time.Second)
-	if n := loadsBetween(t, img.ImageID.String(), start, mid); n != 1 {
-		t.Errorf("cold get: %d load events, want 1", n)
-	}
-	if n := loadsBetween(t, img.ImageID.String(), mid, end); n != 0 {
-		t.Errorf("warm get: %d load events, want 0", n)
+	if onPodman() {
+		// Podman's events have whole-second windows and no image ID: the
+		// two gets together caused one load.
+		if n := loadsBetween(t, img.ImageID.String(), start, end); n != 1 {
+			t.Errorf("cold then warm get: %d load events, want 1", n)
+		}
+	} else {
+		if n := loadsBetween(t, img.ImageID.String(), start, mid); n != 1 {
+			t.Errorf("cold get: %d load events, want 1", n)
+		}
+		if n := loadsBetween(t, img.ImageID.String(), mid, end); n != 0 {
+			t.Errorf("warm get: %d load events, want 0", n)
+		}
 	}
 	// A use was recorded.
 	var e struct {
@@ -83,7 +91,7 @@ func TestConcurrentColdGet(t *testing.T) {
 	tarPath, img := genImage(t, testimage.Options{Layers: 3, FileSize: 256 << 10})
 	must(t, dir, "put", "capy-ubuntu-25.04-clang20-asan", tarPath)
 	const n = 6
-	start := time.Now()
+	start := eventWindowStart()
 	var wg sync.WaitGroup
 	results := make([]result, n)
 	for i := range n {

@@ -171,7 +171,7 @@ func getJ(t *testing.T, dir, name string) getJSON {
 	return g
 }
 
-// TestLayersSharedBase, against the real daemon: two images built on one
+// TestLayersSharedBase (on Podman: the whole tar every time), against the real daemon: two images built on one
 // base store the base once; with the first in the daemon, the second's
 // cold get sends its own layer, config and manifest only, and the image
 // runs, reading a file of the base and one of its own; a flipped byte in
@@ -210,7 +210,14 @@ func TestLayersSharedBase(t *testing.T) {
 	}
 	gb := getJ(t, dir, "capy-busybox-1-b")
 	own := gb.Entry.Layers[len(gb.Entry.Layers)-1].Size
-	if !gb.Loaded || gb.Sent < own || gb.Sent > own+64<<10 {
+	switch {
+	case onPodman():
+		// Podman's archive reader needs every layer file: it never gets a
+		// partial tar, whatever it holds.
+		if !gb.Loaded || gb.Sent != gb.Entry.Size {
+			t.Errorf("Podman was sent %d bytes of a %d-byte tar: it must get the whole tar", gb.Sent, gb.Entry.Size)
+		}
+	case !gb.Loaded || gb.Sent < own || gb.Sent > own+64<<10:
 		t.Errorf("second cold get sent %d bytes; its own layer is %d, the tar %d: want its layer, config and manifest only", gb.Sent, own, gb.Entry.Size)
 	}
 	out, err := execIn(gb.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")

@@ -10,7 +10,9 @@
 #   2. every test with -race, the end-to-end suite against the real daemon
 #      included (IMGCACHE_E2E=1; with CI=true a missing daemon fails);
 #   3. the tests too slow under the race detector, without it (-short=false);
-#   4. every fuzz target for FUZZTIME (default 10s).
+#   4. the engine-facing e2e tests again, against Podman's Docker-compatible
+#      API (scripts/podman.sh installs and starts it);
+#   5. every fuzz target for FUZZTIME (default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${1:-10s}
@@ -61,6 +63,21 @@ slow=$(mktemp); trap 'rm -f "$slow"' EXIT
 go test -count=1 -v -run '^(TestDecodeTooLarge|TestReadTooManyEntries)$' ./manifest/ ./archive/ | tee "$slow" | grep -E '^(--- |ok|FAIL)' || true
 if ! [ "$(grep -c -- '^--- PASS' "$slow")" -eq 2 ]; then
   echo "test.sh: the slow tests did not both run and pass" >&2; exit 1
+fi
+
+log "engine-facing e2e tests against Podman (scripts/podman.sh starts its API service)"
+podman_tests='^(TestColdThenWarmGet|TestConcurrentColdGet|TestTamperedBlobIsNeverLoaded|TestTruncatedBlobIsNeverLoaded|TestSaveRoundTrip|TestOCIArchiveGet|TestMetadataFarFromTheEnd|TestDaemonRejectsArchive|TestOtherArchitectureRefused|TestGCDockerUntagsButNeverForces|TestGetThenGCKeepsTheJobsImage|TestGCDockerSupersededImages|TestGCDockerMinFree|TestBuild|TestBuildFailingDockerfile|TestGetBuildOnMiss|TestGetBuildConcurrentMissBuildsOnce|TestLayersSharedBase|TestPutCompressedInput|TestActRunsJobInCachedImage)$'
+podman_host=$(scripts/podman.sh)
+podman_out=$(mktemp); trap 'rm -f "$slow" "$podman_out"' EXIT
+# IMGCACHE_E2E_ENGINE makes the suite refuse to run unless DOCKER_HOST is Podman.
+if ! DOCKER_HOST=$podman_host IMGCACHE_E2E_ENGINE=podman go test -race -count=1 -timeout 20m -v -run "$podman_tests" ./e2e >"$podman_out" 2>&1; then
+  grep -E '^(--- |=== RUN|ok|FAIL)|_test.go:[0-9]+:' "$podman_out" | grep -v '^=== RUN' >&2 || cat "$podman_out" >&2
+  echo "test.sh: the Podman pass failed" >&2; exit 1
+fi
+grep -E '^(--- (PASS|SKIP)|ok)' "$podman_out" | grep -v '^    ' || true
+ran=$(grep -c '^--- PASS' "$podman_out" || true)
+if [ "$ran" -lt 20 ]; then
+  echo "test.sh: the Podman pass ran $ran tests, want all 20 named" >&2; exit 1
 fi
 
 log "fuzzing, $fuzztime per target"
