@@ -52,17 +52,7 @@ func putStdin(t *testing.T, dir, name, file string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--dir", dir, "put", name, "-")
 	cmd.Stdin = f
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	code := 0
-	if err := cmd.Run(); err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatal(err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{out.String(), errb.String(), code}
+	return runCmd(t, cmd)
 }
 
 // TestPutCompressedInput: a `docker save` tar compressed by the gzip,
