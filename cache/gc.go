@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	units "github.com/docker/go-units"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cas"
@@ -33,6 +34,20 @@ type GCOptions struct {
 	// until the filesystem of its data root has that much free; the blobs
 	// stay. It needs a daemon on this host. Setting it implies Docker.
 	DockerMinFree, DockerTargetFree int64
+}
+
+// validateDocker checks the daemon-side limits as Limits.Validate checks
+// the cache's, in their own words.
+func (o GCOptions) validateDocker() error {
+	switch {
+	case o.DockerMinFree < 0 || o.DockerTargetFree < 0:
+		return errors.New("docker-min-free and docker-target-free must not be negative")
+	case o.DockerTargetFree > 0 && o.DockerMinFree == 0:
+		return errors.New("docker-target-free needs docker-min-free: it is where removal stops once the data root's free space fell below docker-min-free")
+	case o.DockerTargetFree > 0 && o.DockerTargetFree < o.DockerMinFree:
+		return fmt.Errorf("docker-target-free (%s) must be at least docker-min-free (%s)", units.BytesSize(float64(o.DockerTargetFree)), units.BytesSize(float64(o.DockerMinFree)))
+	}
+	return nil
 }
 
 // GCVictim is one step of what gc did (or would do).
@@ -94,8 +109,8 @@ func (c *Cache) GC(ctx context.Context, opt GCOptions) (*GCReport, error) {
 	if err := opt.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("gc: %w: %w", errdefs.ErrInvalid, err)
 	}
-	if err := (lru.Limits{MinFree: opt.DockerMinFree, TargetFree: opt.DockerTargetFree}).Validate(); err != nil {
-		return nil, fmt.Errorf("gc: %w: docker-%w", errdefs.ErrInvalid, err)
+	if err := opt.validateDocker(); err != nil {
+		return nil, fmt.Errorf("gc: %w: %w", errdefs.ErrInvalid, err)
 	}
 	opt.Docker = opt.Docker || opt.DockerMinFree > 0
 	rep := &GCReport{DryRun: opt.DryRun, Victims: []GCVictim{}, Skipped: []string{}, Shared: []string{}, Shortfalls: []lru.Shortfall{}, Protected: []string{}}
