@@ -47,7 +47,11 @@ func (c *getCmd) Run(e *env) error {
 		}
 	}
 	if c.JSON {
-		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "sent": res.Sent, "held_until": heldUntil, "entry": entryJSON(res.Entry)})
+		out := map[string]any{"ref": res.Ref, "latest": res.Latest, "loaded": res.Loaded, "sent": res.Sent, "entry": entryJSON(res.Entry)}
+		if !heldUntil.IsZero() {
+			out["held_until"] = heldUntil
+		}
+		return printJSON(e.stdout, out)
 	}
 	_, err = fmt.Fprintln(e.stdout, res.Ref)
 	return err
