@@ -31,6 +31,9 @@ type Engine interface {
 	Build(ctx context.Context, contextTar io.Reader, opts dockerbridge.BuildOptions, progress io.Writer) (string, error)
 	// Remove untags ref, or deletes the image it names, never forced.
 	Remove(ctx context.Context, ref string) error
+	// CanRun says whether the engine can run images for os/arch (its own
+	// platform, or one it emulates), and if not, why.
+	CanRun(ctx context.Context, os, arch string) (ok bool, why string, err error)
 	// Images lists the engine's tagged images.
 	Images(ctx context.Context) ([]dockerbridge.ImageSummary, error)
 	// DataRoot is the directory of the engine's images on this host;

@@ -57,9 +57,10 @@ type fakeEngine struct {
 	rejectLoads  error                  // returned by Load after reading the body
 	connectErr   error                  // returned by the connect function
 	inUse        map[string]bool
-	dataRoot     string        // DataRoot's answer; "" = not local
-	loadStarted  chan struct{} // closed at the first Load, if set
-	releaseLoads chan struct{} // Load waits for it, if set
+	dataRoot     string          // DataRoot's answer; "" = not local
+	emulates     map[string]bool // architectures CanRun accepts besides its own
+	loadStarted  chan struct{}   // closed at the first Load, if set
+	releaseLoads chan struct{}   // Load waits for it, if set
 }
 
 type fakeImage struct {
@@ -209,7 +210,7 @@ func (f *fakeEngine) Load(ctx context.Context, body io.Reader) error {
 		rec.Err = reject
 		return reject
 	}
-	if img.os != "" && img.os != f.os || img.arch != "" && img.arch != f.arch {
+	if img.os != "" && img.os != f.os || img.arch != "" && img.arch != f.arch && !f.emulates[img.arch] {
 		rec.Err = fmt.Errorf("%w: image is %s/%s", errdefs.ErrRejected, img.os, img.arch)
 		return rec.Err
 	}
@@ -420,6 +421,15 @@ func (f *fakeEngine) Images(context.Context) ([]dockerbridge.ImageSummary, error
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeEngine) CanRun(_ context.Context, goos, goarch string) (bool, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if goos == f.os && (goarch == f.arch || f.emulates[goarch]) {
+		return true, "", nil
+	}
+	return false, "the fake engine does not emulate " + goarch, nil
 }
 
 func (f *fakeEngine) DataRoot(context.Context) (string, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
@@ -35,6 +36,21 @@ type GetResult struct {
 // the archive's metadata until the digest matched. A mismatch aborts the load,
 // quarantines the blob and returns an error wrapping errdefs.ErrIntegrity.
 func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
+	return c.GetWith(ctx, n, GetOptions{})
+}
+
+// GetOptions change what Get accepts.
+type GetOptions struct {
+	// Platform ("os/arch", as the image's config says it) lets a get load
+	// an image built for another platform than the engine's: it must be
+	// the image's own, and the engine must be able to run it (emulation
+	// registered on its host: binfmt_misc and qemu); otherwise the get is
+	// refused. Empty: the engine's platform only.
+	Platform string
+}
+
+// GetWith is Get with options.
+func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*GetResult, error) {
 	e, err := c.entry(ctx, n)
 	if err != nil {
 		return nil, err
@@ -52,7 +68,9 @@ func (c *Cache) Get(ctx context.Context, n naming.Name) (*GetResult, error) {
 		return nil, err
 	}
 	if (e.OS != "" && e.OS != dos) || (e.Arch != "" && e.Arch != darch) {
-		return nil, fmt.Errorf("%s is an image for %s/%s, the Docker daemon runs %s/%s: %w (put an image built for %s/%s under this name)", n, e.OS, e.Arch, dos, darch, errdefs.ErrRejected, dos, darch)
+		if err := c.foreignPlatform(ctx, b, n, e, dos+"/"+darch, opt.Platform); err != nil {
+			return nil, err
+		}
 	}
 
 	lock, err := c.headLock(ctx, e, true)
@@ -272,4 +290,30 @@ func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (man
 		return e, fmt.Errorf("export %s: %w", n, err)
 	}
 	return e, err
+}
+
+// foreignPlatform decides whether n's image, built for another platform
+// than the engine's (engine), may be loaded: only when the user asked for
+// that very platform and the engine can run it.
+func (c *Cache) foreignPlatform(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, engine, want string) error {
+	img := e.OS + "/" + e.Arch
+	if want == "" {
+		return fmt.Errorf("%s is an image for %s, the Docker daemon runs %s: %w (put an image built for %s under this name; or, if this host runs %s images through emulation, get --platform %s)", n, img, engine, errdefs.ErrRejected, engine, img, img)
+	}
+	parts := strings.Split(want, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
+		return fmt.Errorf("--platform %q: %w: want os/arch[/variant], e.g. linux/arm64", want, errdefs.ErrInvalid)
+	}
+	if parts[0] != e.OS || parts[1] != e.Arch || (len(parts) == 3 && parts[2] != e.Variant) {
+		return fmt.Errorf("%s is an image for %s, not %s: %w", n, strings.TrimSuffix(img+"/"+e.Variant, "/"), want, errdefs.ErrRejected)
+	}
+	ok, why, err := b.CanRun(ctx, e.OS, e.Arch)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%s is an image for %s and the engine cannot run it: %s: %w", n, img, why, errdefs.ErrRejected)
+	}
+	c.opt.Log.Info("loading an image of another platform: the engine emulates it", "name", n.String(), "image", img, "engine", engine)
+	return nil
 }

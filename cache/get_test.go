@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -162,6 +163,45 @@ func TestGetOtherArchitecture(t *testing.T) {
 	}
 	if l := eng.allLoads(); len(l) != 0 {
 		t.Errorf("loads %+v, want none", l)
+	}
+}
+
+// TestGetPlatform: --platform loads an image of another platform only when
+// it names the image's own platform and the engine emulates it; the
+// default refusal says how to ask.
+func TestGetPlatform(t *testing.T) {
+	c, eng, _ := engineCache(t)
+	arch := "riscv64"
+	data, res := imageOpts(t, testimage.Options{Tag: "t/app:1", Seed: 2, Architecture: arch})
+	put(t, c, "capy-debian-13-rv", data)
+	ctx := context.Background()
+	n := mustName(t, "capy-debian-13-rv")
+	if _, err := c.Get(ctx, n); !errors.Is(err, errdefs.ErrRejected) || !strings.Contains(err.Error(), "get --platform linux/riscv64") {
+		t.Fatalf("default: %v, want ErrRejected suggesting --platform", err)
+	}
+	for _, tc := range []struct {
+		platform string
+		want     error
+		says     string
+	}{
+		{"linux/arm64", errdefs.ErrRejected, "not linux/arm64"},
+		{"riscv64", errdefs.ErrInvalid, "want os/arch"},
+		{"linux/riscv64", errdefs.ErrRejected, "cannot run it: the fake engine does not emulate riscv64"},
+	} {
+		if _, err := c.GetWith(ctx, n, cache.GetOptions{Platform: tc.platform}); !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("--platform %s: %v, want %v saying %q", tc.platform, err, tc.want, tc.says)
+		}
+	}
+	if l := eng.allLoads(); len(l) != 0 {
+		t.Fatalf("refused gets sent %d loads", len(l))
+	}
+	eng.emulates = map[string]bool{arch: true}
+	got, err := c.GetWith(ctx, n, cache.GetOptions{Platform: "linux/riscv64"})
+	if err != nil || !got.Loaded {
+		t.Fatalf("--platform linux/riscv64 on an engine that emulates it: %v", err)
+	}
+	if _, err := eng.Inspect(ctx, res.ImageID.String()); err != nil {
+		t.Errorf("the image is not in the engine: %v", err)
 	}
 }
 

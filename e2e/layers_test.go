@@ -16,10 +16,8 @@ import (
 	"testing"
 
 	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/pkg/jsonmessage"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/imgcache/imgcache/internal/testimage"
 )
@@ -248,33 +246,7 @@ func TestLayersSharedBase(t *testing.T) {
 
 // execIn runs a command in a fresh container of ref (removed after) and
 // returns its output.
-func execIn(ref string, args ...string) (string, error) {
-	ctx := context.Background()
-	c, err := docker.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: args}, nil, nil, nil, "")
-	if err != nil {
-		return "", err
-	}
-	defer docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-	if err := docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
-		return "", err
-	}
-	waitC, errC := docker.ContainerWait(ctx, c.ID, container.WaitConditionNotRunning)
-	select {
-	case <-waitC:
-	case err := <-errC:
-		return "", err
-	}
-	logs, err := docker.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		return "", err
-	}
-	defer logs.Close()
-	var out, errb bytes.Buffer
-	if _, err := stdcopy.StdCopy(&out, &errb, logs); err != nil {
-		return "", err
-	}
-	return out.String() + errb.String(), nil
-}
+func execIn(ref string, args ...string) (string, error) { return runPlatform(ref, nil, args...) }
 
 func hashFile(t *testing.T, p string) string { return "sha256:" + sha256File(t, p) }
 

@@ -2,7 +2,8 @@
 # scripts/test.sh [FUZZTIME] — the whole test suite, exactly what CI runs
 # (.ci/run calls this and nothing else). It installs what a fresh Debian
 # machine with Go lacks (gcc for cgo and -race, Debian's docker.io,
-# prometheus-node-exporter, busybox-static, git, bzip2, xz-utils and zstd;
+# prometheus-node-exporter, busybox-static, git, bzip2, xz-utils, zstd,
+# qemu-user-static and binfmt-support;
 # nektos/act through
 # scripts/act.sh), starts a
 # Docker daemon if none answers, then runs:
@@ -37,10 +38,18 @@ command -v git >/dev/null 2>&1 || need+=(git) # the old-binary test builds the p
 command -v bzip2 >/dev/null 2>&1 || need+=(bzip2) # compressed input is tested with the real compressors
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v qemu-riscv64-static >/dev/null 2>&1 || need+=(qemu-user-static binfmt-support) # get --platform runs a riscv64 image under emulation
+# binfmt_misc first, so that installing qemu registers its handlers there.
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || log "binfmt_misc cannot be mounted: the emulation test will say so"
+fi
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ -e /proc/sys/fs/binfmt_misc/status ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-riscv64 ]; then
+  $SUDO update-binfmts --enable qemu-riscv64 >/dev/null 2>&1 || log "qemu-riscv64 could not be registered"
 fi
 go mod download
 log "act (the e2e suite runs workflows with it; built once from the Go module proxy)"

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/naming"
 )
 
 type getCmd struct {
-	Name string `arg:"" help:"Cache name." predictor:"name"`
-	JSON bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
-	Hold age    `help:"Keep the entry and its daemon image from gc for this long (a job longer than --min-age), across processes; a hold expires even if its holder dies." placeholder:"DURATION"`
+	Name     string `arg:"" help:"Cache name." predictor:"name"`
+	JSON     bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
+	Platform string `help:"Load an image built for this os/arch (its own) though the engine runs another: only where the engine emulates it (binfmt_misc and qemu on its host); refused otherwise." placeholder:"OS/ARCH"`
+	Hold     age    `help:"Keep the entry and its daemon image from gc for this long (a job longer than --min-age), across processes; a hold expires even if its holder dies." placeholder:"DURATION"`
 
 	getBuildFlags `embed:""` // --build and its recipe flags: cmd_build.go
 }
@@ -22,7 +27,9 @@ func (c *getCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	get := ca.Get
+	get := func(ctx context.Context, n naming.Name) (*cache.GetResult, error) {
+		return ca.GetWith(ctx, n, cache.GetOptions{Platform: c.Platform})
+	}
 	if c.Build {
 		get = c.buildOnMiss(e, ca) // on a miss, build from the recorded or given recipe
 	} else if err := c.noBuildFlags(); err != nil {

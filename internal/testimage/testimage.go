@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/distribution/reference"
@@ -56,6 +58,10 @@ type Options struct {
 	// Docker's do).
 	SharedLayers int
 	BaseSeed     int64
+	// Executables are files put at the root of the top layer with mode
+	// 0755 (a program to run in the image: e2e tests put a binary built for
+	// the image's architecture there), in name order.
+	Executables map[string][]byte
 }
 
 // Result describes a generated archive.
@@ -265,6 +271,19 @@ func (s *spec) writeLayer(w io.Writer, i int) error {
 		}
 		if err := s.writeContent(tw, buf, i, j); err != nil {
 			return err
+		}
+	}
+	if i == s.Layers-1 {
+		for _, name := range slices.Sorted(maps.Keys(s.Executables)) {
+			data := s.Executables[name]
+			if err := tw.WriteHeader(&tar.Header{
+				Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(data)), ModTime: fixedTime, Format: tar.FormatUSTAR,
+			}); err != nil {
+				return err
+			}
+			if _, err := tw.Write(data); err != nil {
+				return err
+			}
 		}
 	}
 	return tw.Close()
