@@ -6,8 +6,8 @@ import (
 	"errors"
 	"os"
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
