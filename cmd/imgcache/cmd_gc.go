@@ -103,7 +103,7 @@ type gcCmd struct {
 }
 
 func (c *gcCmd) Help() string {
-	return "Entries used within --min-age (default 10m) or held by get --hold are never evicted; what they keep over a limit is a shortfall.\n\nExamples:\n  imgcache gc --min-free 20G --target-free 30G\n  imgcache gc --max-size 100G --max-age 30d --dry-run\n  imgcache gc --min-free 20G --min-age 0   # the operator's override: evict even what a job just got"
+	return "Entries used within --min-age (default 10m) or held by get --hold are never evicted; what they keep over a limit is a shortfall.\n\nExamples:\n  imgcache gc --min-free 20G --target-free 30G\n  imgcache gc --max-size 100G --max-age 30d --dry-run\n  imgcache gc --min-free 20G --min-age 0   # the operator's override: evict even what a job just got\n  imgcache gc --docker --docker-min-free 50G --docker-target-free 80G   # the daemon's disk too"
 }
 
 func (c *gcCmd) Run(e *env) error {
