@@ -172,7 +172,7 @@ func (l Limits) Validate() error {
 		probs = append(probs, fmt.Sprintf("min-age must not be negative (got %s)", l.MinAge))
 	}
 	if l.MaxAge > 0 && l.MinAge > l.MaxAge {
-		probs = append(probs, fmt.Sprintf("min-age (%s) must not exceed max-age (%s): an entry would expire while still protected (lower min-age, default 10m, or raise max-age)", l.MinAge, l.MaxAge))
+		probs = append(probs, fmt.Sprintf("min-age (%s) must not exceed max-age (%s): an entry would expire while still protected (lower min-age or raise max-age)", l.MinAge, l.MaxAge))
 	}
 	if l.TargetFree > 0 && l.TargetFree < l.MinFree {
 		probs = append(probs, fmt.Sprintf("target-free (%s) must be at least min-free (%s)",
