@@ -31,6 +31,9 @@ func (c *getCmd) Run(e *env) error {
 		return ca.GetWith(ctx, n, cache.GetOptions{Platform: c.Platform})
 	}
 	if c.Build {
+		if c.Platform != "" {
+			return fmt.Errorf("--platform does not go with --build: a build makes an image for the engine's own platform: %w", errUsage)
+		}
 		get = c.buildOnMiss(e, ca) // on a miss, build from the recorded or given recipe
 	} else if err := c.noBuildFlags(); err != nil {
 		return err

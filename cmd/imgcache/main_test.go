@@ -86,6 +86,7 @@ func TestExitCodes(t *testing.T) {
 		{"docker target below min", []string{"--dir", dir, "gc", "--docker-min-free", "10G", "--docker-target-free", "5G"}, 2, "docker-target-free (5GiB) must be at least docker-min-free (10GiB)"},
 		{"bad umask", []string{"--dir", dir, "--umask", "8", "ls"}, 2, "octal"},
 		{"bad hold", []string{"--dir", dir, "get", "--hold", "2x", "capy-ubuntu-25.04-a"}, 2, "want e.g."},
+		{"platform with build", []string{"--dir", dir, "get", "--build", "--platform", "linux/arm64", "capy-ubuntu-25.04-a"}, 2, "--platform does not go with --build"},
 		{"unknown name", []string{"--dir", dir, "inspect", "capy-ubuntu-25.04-none"}, 3, "no entry named"},
 		{"rm unknown", []string{"--dir", dir, "rm", "capy-ubuntu-25.04-none"}, 3, "no entry named"},
 		{"not a tar", []string{"--dir", dir, "put", "capy-ubuntu-25.04-x", notTar}, 2, "not a tar"},
