@@ -361,9 +361,14 @@ func TestDiskFull(t *testing.T) {
 	small, _ := genImage(t, testimage.Options{FileSize: 64 << 10})
 	must(t, dir, "put", "capy-ubuntu-25.04-small", small)
 	big, _ := genImage(t, testimage.Options{Layers: 2, FilesPerLayer: 5, FileSize: 1 << 20}) // 10 MiB incompressible
-	r := imgcache(t, dir, nil, "put", "capy-ubuntu-25.04-big", big)
+	// With a limit set, the automatic gc runs after the failure, respects
+	// the min-age (the small entry was just put) and says what it kept.
+	r := imgcache(t, dir, []string{"IMGCACHE_MAX_SIZE=1"}, "put", "capy-ubuntu-25.04-big", big)
 	if r.code != 7 || !strings.Contains(r.stderr, "no space") {
 		t.Fatalf("put onto a full filesystem: want exit 7 \"no space\"; got %s", r)
+	}
+	if !strings.Contains(r.stderr, "automatic gc could not reach the max-size limit") || !strings.Contains(r.stderr, "recently used or held") {
+		t.Fatalf("the automatic gc after the failed put did not say what min-age kept: %s", r)
 	}
 	entries := checkHealthy(t, dir)
 	if len(entries) != 1 {

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 
+	units "github.com/docker/go-units"
+
 	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/errdefs"
 )
@@ -52,7 +54,7 @@ func (c *putCmd) Run(e *env) error {
 	}
 	res, err := ca.Put(e.ctx, n, r, size)
 	if err != nil {
-		return err
+		return gcAfterNoSpace(e, ca, err)
 	}
 	if res.Deduplicated {
 		e.log.Info("content already stored; name points at the existing blob", "name", n.String(), "digest", res.Entry.Digest.String())
@@ -90,7 +92,7 @@ func (c *saveCmd) Run(e *env) error {
 	}
 	res, err := ca.Save(e.ctx, c.Image, n)
 	if err != nil {
-		return err
+		return gcAfterNoSpace(e, ca, err)
 	}
 	if err := autoGC(e, ca); err != nil {
 		return err
@@ -128,5 +130,18 @@ func autoGC(e *env, ca *cache.Cache) error {
 	if len(rep.Victims) > 0 {
 		e.log.Info("automatic gc", "freed", rep.Freed, "steps", len(rep.Victims))
 	}
+	for _, s := range rep.Shortfalls {
+		e.log.Warn("automatic gc could not reach the "+s.Limit+" limit", "missing", units.BytesSize(float64(s.Missing)), "why", shortfallWhy(s))
+	}
 	return nil
+}
+
+// gcAfterNoSpace runs the automatic gc when an ingest failed for lack of
+// space (the limits, min-age included, as ever; it says what it could not
+// free), then returns the ingest's error: the put is not retried.
+func gcAfterNoSpace(e *env, ca *cache.Cache, err error) error {
+	if errors.Is(err, errdefs.ErrNoSpace) {
+		autoGC(e, ca)
+	}
+	return err
 }
