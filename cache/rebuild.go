@@ -354,7 +354,11 @@ func (c *Cache) GetOrBuild(ctx context.Context, n naming.Name, spec BuildSpec, o
 			return nil, nil, err
 		}
 		if plan.BestBase == nil {
-			return nil, nil, fmt.Errorf("build %s: no cached base to build it from: %w (put %s, or pass --base)", n, errdefs.ErrNotFound, n.BaseName())
+			hint := "a base image"
+			if b, ok := n.BaseName(); ok {
+				hint = b.String()
+			}
+			return nil, nil, fmt.Errorf("build %s: no cached base to build it from: %w (put %s, or pass --base)", n, errdefs.ErrNotFound, hint)
 		}
 		use.Base = naming.MustParse(*plan.BestBase)
 		c.opt.Log.Info("base chosen by resolve", "name", n.String(), "base", *plan.BestBase, "rule", plan.BaseRule)

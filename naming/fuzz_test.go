@@ -58,8 +58,12 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("Parse(%q) produced bad token %q", s, tok)
 			}
 		}
-		if _, err := Parse(n.BaseName().String()); err != nil {
-			t.Fatalf("BaseName of %q does not parse: %v", s, err)
+		if b, ok := n.BaseName(); ok {
+			if _, err := Parse(b.String()); err != nil {
+				t.Fatalf("BaseName of %q does not parse: %v", s, err)
+			}
+		} else if len(n.project)+len(n.distro)+len(n.version)+len("---base") <= MaxLen {
+			t.Fatalf("BaseName of %q refused though it fits in %d bytes", s, MaxLen)
 		}
 		for _, ref := range []string{ImageRepo(n), PinnedRef(n, zeros), LatestRef(n)} {
 			if _, err := reference.ParseNormalizedNamed(ref); err != nil {

@@ -151,10 +151,15 @@ func (n Name) VariantSegments() []string { return strings.Split(n.variant, "-") 
 func (n Name) IsBase() bool { return n.variant == "base" }
 
 // BaseName returns the name with the same project, distro and version and
-// the variant "base".
-func (n Name) BaseName() Name {
+// the variant "base", and false when that name would be longer than MaxLen
+// (n's variant is shorter than "base" and n is near the limit): a Name
+// never holds what Parse would refuse.
+func (n Name) BaseName() (Name, bool) {
 	n.variant = "base"
-	return n
+	if len(n.String()) > MaxLen {
+		return Name{}, false
+	}
+	return n, true
 }
 
 // MarshalText implements [encoding.TextMarshaler]. It fails for a Name that

@@ -47,8 +47,8 @@ func TestParseGood(t *testing.T) {
 			if b := got.IsBase(); b != tt.base {
 				t.Errorf("IsBase() = %v, want %v", b, tt.base)
 			}
-			b := got.BaseName()
-			if want := (Name{tt.want.project, tt.want.distro, tt.want.version, "base"}); b != want {
+			b, ok := got.BaseName()
+			if want := (Name{tt.want.project, tt.want.distro, tt.want.version, "base"}); !ok || b != want {
 				t.Errorf("BaseName() = %#v, want %#v", b, want)
 			}
 			if !b.IsBase() {
@@ -175,5 +175,20 @@ func TestText(t *testing.T) {
 	// A hand-built Name whose String() parses to something else is not canonical.
 	if _, err := (Name{"a", "b", "c-d", "e"}).MarshalText(); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("non-canonical MarshalText err = %v, want ErrInvalid", err)
+	}
+}
+
+// TestBaseNameTooLong: the base name of a name near MaxLen with a variant
+// shorter than "base" would not fit: BaseName says so instead of building
+// a Name that Parse refuses (found by FuzzParse).
+func TestBaseNameTooLong(t *testing.T) {
+	long := "00-0-" + strings.Repeat("0", MaxLen-7) + "-0" // MaxLen bytes
+	n := MustParse(long)
+	if b, ok := n.BaseName(); ok {
+		t.Fatalf("BaseName of a %d-byte name with variant \"0\" = %q, want false", len(long), b)
+	}
+	short := MustParse("capy-ubuntu-25.04-gcc15")
+	if b, ok := short.BaseName(); !ok || b.String() != "capy-ubuntu-25.04-base" {
+		t.Fatalf("BaseName = %q, %v", b, ok)
 	}
 }
