@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -104,10 +103,7 @@ func TestGCDockerMinFree(t *testing.T) {
 // socket, until the test ends.
 func socketProxy(t *testing.T) string {
 	t.Helper()
-	sock := strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://")
-	if sock == "" {
-		sock = "/var/run/docker.sock"
-	}
+	sock := daemonSocket()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

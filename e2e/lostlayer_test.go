@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,10 +16,7 @@ import (
 // (once), holding the rest of that request until the hook returns.
 func loadProxy(t *testing.T, after int, hook func()) string {
 	t.Helper()
-	target := strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://")
-	if target == "" {
-		target = "/var/run/docker.sock"
-	}
+	target := daemonSocket()
 	sock := filepath.Join(t.TempDir(), "proxy.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {

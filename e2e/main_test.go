@@ -105,6 +105,15 @@ func detectEngine() (string, error) {
 	return "docker", nil
 }
 
+// daemonSocket is the path of the engine's unix socket (DOCKER_HOST, or
+// Docker's default): what the proxies and the socket's group are read from.
+func daemonSocket() string {
+	if sock, ok := strings.CutPrefix(os.Getenv("DOCKER_HOST"), "unix://"); ok {
+		return sock
+	}
+	return "/var/run/docker.sock"
+}
+
 // onPodman reports whether the suite runs against Podman.
 func onPodman() bool { return engine == "podman" }
 

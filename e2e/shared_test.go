@@ -61,10 +61,7 @@ func binForAll(t *testing.T) string {
 // user needs to talk to it.
 func dockerGroup(t *testing.T) uint32 {
 	t.Helper()
-	sock := strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://")
-	if sock == "" {
-		sock = "/var/run/docker.sock"
-	}
+	sock := daemonSocket()
 	fi, err := os.Stat(sock)
 	if err != nil {
 		t.Fatalf("docker socket %s: %v", sock, err)
