@@ -34,6 +34,10 @@ type BlobProvider interface {
 	Open(d digest.Digest) (BlobReader, error)
 	// Stat reports the stored blob, or an error wrapping errdefs.ErrNotFound.
 	Stat(d digest.Digest) (cas.Info, error)
+	// OpenStored opens the stored bytes, unverified: one zstd stream of
+	// the content (what the remote tier uploads as is). ErrNotFound when
+	// there is no such blob.
+	OpenStored(d digest.Digest) (io.ReadCloser, error)
 }
 
 // BlobIngester stores new blobs.
@@ -82,6 +86,14 @@ type Blobs interface {
 func CASBlobs(s *cas.Store) Blobs { return casBlobs{s} }
 
 type casBlobs struct{ *cas.Store }
+
+func (b casBlobs) OpenStored(d digest.Digest) (io.ReadCloser, error) {
+	f, err := b.Store.OpenStored(d)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
 
 func (b casBlobs) Open(d digest.Digest) (BlobReader, error) {
 	r, err := b.Store.Open(d)

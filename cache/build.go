@@ -67,6 +67,9 @@ type BuildResult struct {
 	Built    bool   // false: the entry was already fresh once the lock was held (see Waited)
 	Waited   bool   // another process was building the name; this one waited for it
 	Replaced string // the digest the name pointed at before, if it changed
+	// PushErr is why the write-back push failed (Options.Push); the
+	// local entry stands.
+	PushErr error
 }
 
 // Build builds n from spec and stores the result under n:
@@ -137,6 +140,7 @@ func (c *Cache) Build(ctx context.Context, n naming.Name, spec BuildSpec, opt Bu
 	if err := c.saveRecipe(n, spec.Base, *recipe); err != nil {
 		c.opt.Log.Warn("recipe not recorded under recipes/; get --build cannot rebuild this name once it is gone", "name", n.String(), "err", err)
 	}
+	res.PushErr = c.writeBack(ctx, n)
 	return res, nil
 }
 
@@ -277,8 +281,9 @@ func (c *Cache) build(ctx context.Context, n, base naming.Name, recipe *manifest
 	}
 	defer rc.Close()
 	baseRec := &manifest.Base{Name: base.String(), Digest: got.Entry.Digest}
-	res, err := c.ingest(ctx, n, rc, "build", img.Size, func(e *manifest.Entry) {
+	res, err := c.ingest(ctx, n, rc, "build", img.Size, func(e *manifest.Entry) error {
 		e.Base, e.Recipe = baseRec, recipe
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", n, err)

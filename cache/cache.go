@@ -44,6 +44,17 @@ type Options struct {
 	Now func() time.Time
 	// Progress wraps long streams (ingest, load, export) for progress display; may be nil.
 	Progress func(label string, total int64, r io.Reader) io.Reader
+	// Remote connects to the fleet tier (an OCI registry repository), on
+	// first use; nil: no remote, nothing leaves this host.
+	Remote func(context.Context) (Remote, error)
+	// Push: put, save and build push the entry after publishing it
+	// (write-back); a failure is a warning (PutResult.PushErr).
+	Push bool
+	// RemoteRefresh: a get whose local entry was last checked against the
+	// remote longer ago than this checks the remote tag first (one
+	// request) and pulls the name if it moved. 0: only when asked
+	// (GetOptions.Refresh, Pull).
+	RemoteRefresh time.Duration
 }
 
 // Cache is one cache directory.
@@ -58,6 +69,9 @@ type Cache struct {
 
 	engineMu sync.Mutex // guards engine: parallel builds share the Cache
 	engine   Engine
+
+	remoteMu sync.Mutex // guards rem
+	rem      Remote
 
 	readOnly sync.Once // said once: uses cannot be recorded
 

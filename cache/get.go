@@ -47,11 +47,14 @@ type GetOptions struct {
 	// registered on its host: binfmt_misc and qemu); otherwise the get is
 	// refused. Empty: the engine's platform only.
 	Platform string
+	// Refresh checks the remote's tag for n first (with a remote
+	// configured) and pulls it if it moved.
+	Refresh bool
 }
 
 // GetWith is Get with options.
 func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*GetResult, error) {
-	e, err := c.entry(ctx, n)
+	e, err := c.remoteEntry(ctx, n, opt.Refresh)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,9 @@ type PutResult struct {
 	// Split entries: blobs this put stored (pieces and skeleton), and
 	// pieces it found stored already, which cost a hash, not a compression.
 	New, Reused int
+	// PushErr is why the write-back push failed (Options.Push); the
+	// local entry stands.
+	PushErr error
 }
 
 // Put ingests the docker-archive or OCI tar read from r under name n. The tar
@@ -45,7 +48,12 @@ func (c *Cache) Put(ctx context.Context, n naming.Name, r io.Reader, size int64)
 		c.opt.Log.Info("the input is compressed: storing the tar inside it", "name", n.String(), "compression", string(dr.Format))
 		size = -1
 	}
-	return c.ingest(ctx, n, dr.Reader, "put", size, nil)
+	res, err := c.ingest(ctx, n, dr.Reader, "put", size, nil)
+	if err != nil {
+		return nil, err
+	}
+	res.PushErr = c.writeBack(ctx, n)
+	return res, nil
 }
 
 // Save streams image (a reference or ID, normalized as Docker does) out of
@@ -77,14 +85,16 @@ func (c *Cache) Save(ctx context.Context, image string, n naming.Name) (*PutResu
 		return nil, err
 	}
 	defer rc.Close()
-	res, err := c.ingest(ctx, n, rc, "save", img.Size, func(e *manifest.Entry) {
+	res, err := c.ingest(ctx, n, rc, "save", img.Size, func(e *manifest.Entry) error {
 		if len(e.RepoTags) == 0 {
 			e.RepoTags = img.RepoTags
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("save %s: %w", image, err)
 	}
+	res.PushErr = c.writeBack(ctx, n)
 	return res, nil
 }
 
@@ -108,7 +118,7 @@ func looksLikeID(s string) bool {
 // (ingestSplit); else, or when it cannot be split and src can be read
 // again, it is stored whole: src → (sha256 + zstd → blob) and (tar parser
 // → metadata) concurrently, then publish: blob, manifest entry, link.
-func (c *Cache) ingest(ctx context.Context, n naming.Name, src io.Reader, label string, size int64, amend func(*manifest.Entry)) (*PutResult, error) {
+func (c *Cache) ingest(ctx context.Context, n naming.Name, src io.Reader, label string, size int64, amend func(*manifest.Entry) error) (*PutResult, error) {
 	if err := checkName(n); err != nil {
 		return nil, fmt.Errorf("put: %w", err)
 	}
@@ -138,7 +148,9 @@ func (c *Cache) ingest(ctx context.Context, n naming.Name, src io.Reader, label 
 	e := c.newEntry(n, info, in.Digest, in.Size, in.Stored)
 	e.Whole = why
 	if amend != nil {
-		amend(&e)
+		if err := amend(&e); err != nil {
+			return nil, fmt.Errorf("put %s: %w", n, err)
+		}
 	}
 	res, err := c.record(ctx, n, e)
 	if err != nil {

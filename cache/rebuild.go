@@ -325,6 +325,21 @@ func (c *Cache) GetOrBuild(ctx context.Context, n naming.Name, spec BuildSpec, o
 		c.opt.Log.Warn("building again: the cached image cannot be used", "name", n.String(), "err", gerr)
 	case !errors.Is(err, errdefs.ErrNotFound):
 		return nil, nil, err
+	case c.opt.Remote != nil:
+		// A local miss: the remote may have it. A remote that misses too,
+		// or cannot be reached, is a miss: build.
+		pr, perr := c.Pull(ctx, n)
+		if perr == nil {
+			res, gerr := c.Get(ctx, n)
+			if gerr == nil || (!errors.Is(gerr, errdefs.ErrNotFound) && !errors.Is(gerr, errdefs.ErrIntegrity)) {
+				return res, nil, gerr
+			}
+			broken = pr.Entry.Digest.String()
+		} else if errors.Is(perr, context.Canceled) {
+			return nil, nil, perr
+		} else if !errors.Is(perr, errdefs.ErrNotFound) {
+			c.opt.Log.Warn("the remote cannot be used; building", "name", n.String(), "err", perr)
+		}
 	}
 
 	use := BuildSpec{Base: spec.Base, BuildArgs: map[string]string{}}

@@ -72,7 +72,7 @@ type splitStored struct {
 // into its payloads (each a blob of the layer store; one already stored
 // under the same archive path costs a hash, not a compression) and a
 // skeleton, while the archive parser reads the same bytes.
-func (c *Cache) ingestSplit(ctx context.Context, n naming.Name, r io.Reader, guesses map[string]digest.Digest, amend func(*manifest.Entry)) (*PutResult, bool, error) {
+func (c *Cache) ingestSplit(ctx context.Context, n naming.Name, r io.Reader, guesses map[string]digest.Digest, amend func(*manifest.Entry) error) (*PutResult, bool, error) {
 	known, err := c.knownLayers(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("put %s: %w", n, err)
@@ -96,7 +96,11 @@ func (c *Cache) ingestSplit(ctx context.Context, n naming.Name, r io.Reader, gue
 	}
 	e.Layers = layersOf(info, st.res.Refs)
 	if amend != nil {
-		amend(&e)
+		if err := amend(&e); err != nil {
+			st.release()
+			c.dropFresh(ctx, st.fresh)
+			return nil, false, fmt.Errorf("put %s: %w", n, err)
+		}
 	}
 	res, err := c.record(ctx, n, e)
 	if err != nil {

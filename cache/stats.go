@@ -36,6 +36,11 @@ type Counters struct {
 	BytesIngested     int64     `json:"bytes_ingested"`     // uncompressed bytes put or saved
 	BytesLoaded       int64     `json:"bytes_loaded"`       // archive bytes sent to the daemon
 	BytesReclaimed    int64     `json:"bytes_reclaimed"`    // stored bytes gc deleted (blobs and dead ingests)
+	RemotePushes      int64     `json:"remote_pushes"`      // entries pushed to the remote
+	RemotePulls       int64     `json:"remote_pulls"`       // entries pulled from the remote
+	RemoteFailures    int64     `json:"remote_failures"`    // pushes and pulls that failed (write-back warnings included)
+	BytesPushed       int64     `json:"bytes_pushed"`       // stored bytes uploaded
+	BytesPulled       int64     `json:"bytes_pulled"`       // stored bytes fetched
 	Since             time.Time `json:"since"`              // when counting began
 }
 

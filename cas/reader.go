@@ -49,6 +49,25 @@ func (s *Store) Open(d digest.Digest) (*Reader, error) {
 	return &Reader{want: d, f: f, dec: dec, h: digest.Canonical.Hash()}, nil
 }
 
+// OpenStored opens the blob's stored bytes as they are on disk: one zstd
+// stream of its content (what a remote tier uploads as is). Nothing is
+// verified; the stream's size is the file's. The error wraps
+// errdefs.ErrNotFound when there is no such blob.
+func (s *Store) OpenStored(d digest.Digest) (*os.File, error) {
+	p, err := s.BlobPath(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("blob %s: %w", d, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	return f, nil
+}
+
 // Read implements io.Reader.
 func (r *Reader) Read(p []byte) (int, error) {
 	if r.err != nil {

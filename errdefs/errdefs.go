@@ -25,4 +25,13 @@ var (
 	// ErrProblems: a check (verify) found problems that are not integrity
 	// failures, or gc --strict missed a target.
 	ErrProblems = errors.New("problems found")
+	// ErrRemote: the remote registry (--remote) cannot be reached, or
+	// failed (5xx, timeouts) after retries.
+	ErrRemote = errors.New("remote registry unavailable")
+	// ErrRemoteAuth: the remote registry refused the credentials (or has
+	// none for this host): `docker login` it.
+	ErrRemoteAuth = errors.New("remote registry refused the credentials")
+	// ErrMoved: a push would replace a remote name that another host moved
+	// since this one last saw it; pull it, or push --force.
+	ErrMoved = errors.New("remote name moved")
 )

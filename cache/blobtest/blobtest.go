@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/cache"
@@ -109,6 +110,26 @@ func testIngestRoundTrip(t *testing.T, s Store) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: Read gave %d bytes, %v", n, len(got), err)
 		}
+		// The stored bytes are one zstd stream of the content, of the
+		// stored size.
+		raw, err := s.OpenStored(in.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := io.ReadAll(raw)
+		raw.Close()
+		if err != nil || int64(len(stored)) != st.Stored {
+			t.Fatalf("%d bytes: OpenStored gave %d bytes (%v), Stat says %d", n, len(stored), err, st.Stored)
+		}
+		dec, err := zstd.NewReader(bytes.NewReader(stored))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err = io.ReadAll(dec)
+		dec.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: the stored zstd stream holds %d bytes, %v", n, len(got), err)
+		}
 	}
 }
 
@@ -182,6 +203,9 @@ func testMissing(t *testing.T, s Store) {
 	}
 	if _, err := s.Open("sha256:nothex"); err == nil {
 		t.Error("Open of a malformed digest succeeded")
+	}
+	if _, err := s.OpenStored(d); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("OpenStored of a missing blob = %v", err)
 	}
 	if err := s.DeleteNoSync(d); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Delete of a missing blob = %v", err)

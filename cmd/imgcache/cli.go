@@ -31,6 +31,7 @@ type cli struct {
 	HoldBack    byteSize         `help:"Most memory a verified load holds back (default 64M); archives whose metadata lies further from their end are verified in a first pass." hidden:"" name:"hold-back-limit"`
 	Version     kong.VersionFlag `help:"Print the version and exit."`
 	limitFlags  `embed:""`
+	remoteFlags `embed:""`
 
 	Put     putCmd     `cmd:"" help:"Ingest a docker-archive/OCI tarball under NAME; print its digest."`
 	Save    saveCmd    `cmd:"" help:"Stream an image from the Docker daemon into the cache under NAME."`
@@ -46,6 +47,8 @@ type cli struct {
 	Stats   statsCmd   `cmd:"" help:"Hits, loads, bytes, evictions; --prometheus FILE for node_exporter."`
 	Config  configCmd  `cmd:"" help:"Print the effective settings and where each came from."`
 	Migrate migrateCmd `cmd:"" help:"Convert a whole-tar cache to the layer store (explicit, resumable; older imgcache binaries then refuse the cache)."`
+	Push    pushCmd    `cmd:"" help:"Upload entries to the remote (--remote): the blobs it lacks, then their manifests."`
+	Pull    pullCmd    `cmd:"" help:"Fetch entries from the remote: the manifest and only the blobs this cache lacks, verified."`
 
 	Completion kongcompletion.Completion `cmd:"" help:"Print shell code that enables tab completion (bash, zsh, fish)."`
 
@@ -83,6 +86,9 @@ func (e *env) open() (*cache.Cache, error) {
 		Level:         e.root.Level,
 		Log:           e.log,
 		Progress:      e.progress,
+		Remote:        e.root.remoteOption(e),
+		Push:          e.root.WriteBack,
+		RemoteRefresh: time.Duration(e.root.RemoteRefresh),
 	})
 	if err != nil {
 		return nil, err
@@ -139,7 +145,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}()
 	kongcompletion.Register(parser, kongcompletion.WithPredictor("name", namePredictor{}),
 		kongcompletion.WithExitFunc(func(c int) { exited = c; panic(exitPanic{}) }))
-	kctx, err := parser.Parse(args)
+	kctx, err := parser.Parse(remoteSwitch(args))
 	if err != nil {
 		fmt.Fprintln(stderr, "imgcache:", err)
 		return exitCode(fmt.Errorf("%w: %w", errUsage, err))

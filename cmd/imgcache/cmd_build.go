@@ -59,10 +59,14 @@ func (c *buildCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, map[string]any{"ref": res.Ref, "built": res.Built, "waited": res.Waited, "entry": entryJSON(res.Entry)})
+		err = printJSON(e.stdout, map[string]any{"ref": res.Ref, "built": res.Built, "waited": res.Waited, "entry": entryJSON(res.Entry)})
+	} else {
+		_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	}
-	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
-	return err
+	if err != nil {
+		return err
+	}
+	return e.strictRemote(res.PushErr)
 }
 
 // buildOutput is where build output goes: stderr, unless --quiet.
@@ -292,6 +296,9 @@ func (f *getBuildFlags) buildOnMiss(e *env, ca *cache.Cache) func(context.Contex
 		}
 		if built != nil && built.Built {
 			e.log.Info("built on a miss", "name", n.String(), "digest", built.Entry.Digest.String(), "base", built.Entry.Base.Name)
+		}
+		if built != nil && built.PushErr != nil && e.root.StrictRemote {
+			return res, built.PushErr
 		}
 		return res, nil
 	}

@@ -14,13 +14,17 @@ import (
 )
 
 type lsCmd struct {
-	JSON bool `help:"Print the entries as a JSON array."`
+	JSON   bool `help:"Print the entries as a JSON array."`
+	Remote bool `name:"remote-list" help:"List what the remote holds (names, digests, sizes): written ls --remote; the repository comes from --remote REPO, IMGCACHE_REMOTE or the config."`
 }
 
 func (c *lsCmd) Run(e *env) error {
 	ca, err := e.open()
 	if err != nil {
 		return err
+	}
+	if c.Remote {
+		return lsRemote(e, ca, c.JSON)
 	}
 	entries, err := ca.List(e.ctx)
 	if err != nil {
@@ -126,7 +130,8 @@ func stamp(t time.Time) string {
 }
 
 type rmCmd struct {
-	Names []string `arg:"" help:"Cache names to drop." predictor:"name"`
+	Names  []string `arg:"" help:"Cache names to drop." predictor:"name"`
+	Remote bool     `name:"remote-names" help:"Remove the names from the remote instead: written rm --remote NAME; its tags go, the blobs stay until the registry's own garbage collection."`
 }
 
 func (c *rmCmd) Run(e *env) error {
@@ -138,7 +143,18 @@ func (c *rmCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	return ca.Remove(e.ctx, names...)
+	if !c.Remote {
+		return ca.Remove(e.ctx, names...)
+	}
+	if !ca.HasRemote() {
+		return fmt.Errorf("rm --remote: %w", errNoRemoteFlag)
+	}
+	for _, n := range names {
+		if err := ca.RemoveRemote(e.ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type pinCmd struct {

@@ -13,6 +13,7 @@ type getCmd struct {
 	Name     string `arg:"" help:"Cache name." predictor:"name"`
 	JSON     bool   `help:"Print {ref, latest, loaded, entry} as JSON instead of the ref."`
 	Platform string `help:"Load an image built for this os/arch (its own) though the engine runs another: only where the engine emulates it (binfmt_misc and qemu on its host); refused otherwise." placeholder:"OS/ARCH"`
+	Refresh  bool   `help:"With a remote: check the remote's tag first and pull the name if another host moved it (a failing remote is a warning)."`
 	Hold     age    `help:"Keep the entry and its daemon image from gc for this long (a job longer than --min-age), across processes; a hold expires even if its holder dies." placeholder:"DURATION"`
 
 	getBuildFlags `embed:""` // --build and its recipe flags: cmd_build.go
@@ -28,7 +29,7 @@ func (c *getCmd) Run(e *env) error {
 		return err
 	}
 	get := func(ctx context.Context, n naming.Name) (*cache.GetResult, error) {
-		return ca.GetWith(ctx, n, cache.GetOptions{Platform: c.Platform})
+		return ca.GetWith(ctx, n, cache.GetOptions{Platform: c.Platform, Refresh: c.Refresh})
 	}
 	if c.Build {
 		if c.Platform != "" {

@@ -69,10 +69,14 @@ func (c *putCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, putJSON(res))
+		err = printJSON(e.stdout, putJSON(res))
+	} else {
+		_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	}
-	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
-	return err
+	if err != nil {
+		return err
+	}
+	return e.strictRemote(res.PushErr)
 }
 
 type saveCmd struct {
@@ -98,10 +102,14 @@ func (c *saveCmd) Run(e *env) error {
 		return err
 	}
 	if c.JSON {
-		return printJSON(e.stdout, putJSON(res))
+		err = printJSON(e.stdout, putJSON(res))
+	} else {
+		_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
 	}
-	_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
-	return err
+	if err != nil {
+		return err
+	}
+	return e.strictRemote(res.PushErr)
 }
 
 // putOutput is put and save --json: the entry, and what the ingest stored.

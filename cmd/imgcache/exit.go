@@ -21,7 +21,10 @@ const (
 	exitNoSpace   = 7   // the filesystem is full
 	exitRejected  = 8   // the daemon refused the image (platform, bad archive, conflict)
 	exitShort     = 9   // gc --strict could not reach its target; verify found problems
-	exitNewer     = 10  // the cache was written by a newer imgcache
+	exitNewer     = 10  // the cache (or a remote entry) was written by a newer imgcache
+	exitRemote    = 11  // the remote registry is unreachable or failing (after retries)
+	exitAuth      = 12  // the remote registry refused the credentials
+	exitMoved     = 13  // push: another host moved the remote name (pull it, or push --force)
 	exitCanceled  = 130 // interrupted (Ctrl-C, SIGTERM), as shells report SIGINT
 )
 
@@ -34,6 +37,10 @@ func exitCode(err error) int {
 		return exitCanceled
 	case errors.Is(err, errdefs.ErrNewerSchema):
 		return exitNewer
+	case errors.Is(err, errdefs.ErrRemoteAuth):
+		return exitAuth
+	case errors.Is(err, errdefs.ErrMoved):
+		return exitMoved
 	case errors.Is(err, errdefs.ErrIntegrity), errors.Is(err, errdefs.ErrCorrupt):
 		return exitIntegrity
 	case errors.Is(err, errdefs.ErrNoSpace):
@@ -46,6 +53,8 @@ func exitCode(err error) int {
 		return exitRejected
 	case errors.Is(err, errdefs.ErrNotFound):
 		return exitNotFound
+	case errors.Is(err, errdefs.ErrRemote):
+		return exitRemote
 	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, naming.ErrInvalid), errors.Is(err, naming.ErrInvalidRef), errors.Is(err, errUsage):
 		return exitUsage
 	case errors.Is(err, errdefs.ErrProblems):

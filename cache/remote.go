@@ -1,0 +1,571 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/fsutil"
+	"github.com/imgcache/imgcache/manifest"
+	"github.com/imgcache/imgcache/naming"
+	"github.com/imgcache/imgcache/remote"
+	"github.com/imgcache/imgcache/skeleton"
+)
+
+// Remote is the fleet tier as the cache uses it: one repository of an OCI
+// registry (remote.Registry). Errors wrap errdefs.ErrRemote (unreachable,
+// failing), ErrRemoteAuth (credentials refused), ErrNotFound, ErrIntegrity.
+type Remote interface {
+	String() string
+	// FindBlob is the registry's blob holding content u, if it has one.
+	FindBlob(ctx context.Context, u digest.Digest) (ocispec.Descriptor, bool, error)
+	// PushBlob uploads desc's bytes from open unless the registry has
+	// them, and the blob's own manifest; sent says whether bytes went.
+	PushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) (sent bool, err error)
+	// OpenBlob streams a blob's content, verified at its end.
+	OpenBlob(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+	// Resolve reads the entry a tag names.
+	Resolve(ctx context.Context, tag string) (*remote.Entry, error)
+	// PushEntry pushes e's manifests over blobs; remote.ErrBlobUnknown
+	// when the registry lacks one of them.
+	PushEntry(ctx context.Context, name string, e manifest.Entry, blobs []ocispec.Descriptor) (ocispec.Descriptor, error)
+	// Delete removes a name.
+	Delete(ctx context.Context, name string) error
+	// List lists the names.
+	List(ctx context.Context) ([]remote.Listed, error)
+}
+
+var _ Remote = (*remote.Registry)(nil)
+
+// errNoRemote: a remote operation without --remote.
+var errNoRemote = fmt.Errorf("%w: no remote configured (--remote REPO, IMGCACHE_REMOTE or the config key remote, e.g. 127.0.0.1:5000/ci/imgcache)", errdefs.ErrInvalid)
+
+// HasRemote reports whether a remote is configured.
+func (c *Cache) HasRemote() bool { return c.opt.Remote != nil }
+
+// remote connects to the remote on first use.
+func (c *Cache) remote(ctx context.Context) (Remote, error) {
+	if c.opt.Remote == nil {
+		return nil, errNoRemote
+	}
+	c.remoteMu.Lock()
+	defer c.remoteMu.Unlock()
+	if c.rem == nil {
+		r, err := c.opt.Remote(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.rem = r
+	}
+	return c.rem, nil
+}
+
+// PushOptions change a push.
+type PushOptions struct {
+	// Force replaces a remote name that another host moved since this one
+	// last saw it.
+	Force bool
+}
+
+// PushResult reports one pushed entry.
+type PushResult struct {
+	Name     string        `json:"name"`
+	Digest   digest.Digest `json:"digest"`
+	Remote   string        `json:"remote"`
+	Manifest digest.Digest `json:"manifest"`
+	Blobs    int           `json:"blobs"`    // blobs the entry is stored as
+	Uploaded int           `json:"uploaded"` // of which this push sent
+	Bytes    int64         `json:"bytes"`    // bytes sent
+	UpToDate bool          `json:"up_to_date"`
+	Replaced digest.Digest `json:"replaced,omitempty"` // the entry the remote name held before, if another
+}
+
+// origin is what this host last saw of a name at a remote: the entry it
+// pulled or pushed, and when it last checked the tag.
+type origin struct {
+	Entry    digest.Digest `json:"entry"`
+	Manifest digest.Digest `json:"manifest"`
+	Checked  time.Time     `json:"checked"`
+}
+
+// originPath is remotes/<project>/<name>.json: per remote repository, the
+// origin of the name (a hint for push's moved-name check and get's refresh
+// interval; not integrity data).
+func (c *Cache) originPath(n naming.Name) string {
+	return filepath.Join(c.dir, "remotes", n.Project(), n.String()+".json")
+}
+
+func (c *Cache) readOrigin(n naming.Name, repo string) origin {
+	b, err := os.ReadFile(c.originPath(n))
+	if err != nil {
+		return origin{}
+	}
+	var m map[string]origin
+	if json.Unmarshal(b, &m) != nil {
+		return origin{}
+	}
+	return m[repo]
+}
+
+var originMu sync.Mutex
+
+func (c *Cache) writeOrigin(n naming.Name, repo string, o origin) {
+	originMu.Lock()
+	defer originMu.Unlock()
+	p := c.originPath(n)
+	m := map[string]origin{}
+	if b, err := os.ReadFile(p); err == nil {
+		json.Unmarshal(b, &m)
+	}
+	m[repo] = o
+	err := fsutil.MkdirAll(filepath.Dir(p))
+	if err == nil {
+		err = fsutil.WriteAtomic(p, "", func(w io.Writer) error { return json.NewEncoder(w).Encode(m) })
+	}
+	if err != nil {
+		c.opt.Log.Debug("remote origin not recorded", "name", n.String(), "err", err)
+	}
+}
+
+// Push uploads n's entry to the remote: the blobs the registry lacks (by
+// content, whatever their compression), then its manifests, tagged with
+// the name and with the entry's digest. Blobs go first, so a push killed
+// midway leaves no manifest pointing at missing blobs. A remote name that
+// holds other content than this host last saw there (another host moved
+// it) is refused with errdefs.ErrMoved unless opt.Force.
+func (c *Cache) Push(ctx context.Context, n naming.Name, opt PushOptions) (*PushResult, error) {
+	res, err := c.push(ctx, n, opt)
+	c.count(func(s *Counters) {
+		if err != nil {
+			s.RemoteFailures++
+			return
+		}
+		s.RemotePushes++
+		s.BytesPushed += res.Bytes
+	})
+	return res, err
+}
+
+func (c *Cache) push(ctx context.Context, n naming.Name, opt PushOptions) (*PushResult, error) {
+	r, err := c.remote(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := c.entry(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	res := &PushResult{Name: n.String(), Digest: e.Digest, Remote: r.String()}
+	cur, err := r.Resolve(ctx, n.String())
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("push %s: %w", n, err)
+	case cur.Record.Digest == e.Digest:
+		res.UpToDate, res.Manifest, res.Blobs = true, cur.Manifest.Digest, len(cur.Blobs)
+		c.writeOrigin(n, r.String(), origin{Entry: e.Digest, Manifest: cur.Manifest.Digest, Checked: c.opt.Now().UTC()})
+		return res, nil
+	default:
+		seen := c.readOrigin(n, r.String())
+		if seen.Entry != cur.Record.Digest && !opt.Force {
+			last := "never saw the name there"
+			if seen.Entry != "" {
+				last = "last saw it hold " + seen.Entry.String()
+			}
+			return nil, fmt.Errorf("push %s: %w: at %s it holds %s, which another host pushed (this host %s); to keep it: imgcache pull %s; to replace it with this host's %s: imgcache push --force %s",
+				n, errdefs.ErrMoved, r.String(), cur.Record.Digest, last, n, e.Digest, n)
+		}
+		res.Replaced = cur.Record.Digest
+	}
+	blobs, release, err := c.storedBlobs(ctx, e)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", n, err)
+	}
+	defer release()
+	res.Blobs = len(blobs)
+	descs, err := c.pushBlobs(ctx, r, blobs, res, false)
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", n, err)
+	}
+	desc, err := r.PushEntry(ctx, n.String(), e, descs)
+	if errors.Is(err, remote.ErrBlobUnknown) {
+		// The registry lost a blob it had (its gc ran): upload them all again.
+		c.opt.Log.Warn("the registry lacks a blob it had; uploading the entry's blobs again", "name", n.String(), "remote", r.String())
+		if descs, err = c.pushBlobs(ctx, r, blobs, res, true); err != nil {
+			return nil, fmt.Errorf("push %s: %w", n, err)
+		}
+		desc, err = r.PushEntry(ctx, n.String(), e, descs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", n, err)
+	}
+	res.Manifest = desc.Digest
+	c.writeOrigin(n, r.String(), origin{Entry: e.Digest, Manifest: desc.Digest, Checked: c.opt.Now().UTC()})
+	return res, nil
+}
+
+// storedBlob is one blob an entry is stored as.
+type storedBlob struct {
+	store   Blobs
+	content digest.Digest
+	size    int64 // uncompressed
+}
+
+// storedBlobs lists e's blobs (skeleton and pieces, or its whole tar) and
+// holds their shared locks until release.
+func (c *Cache) storedBlobs(ctx context.Context, e manifest.Entry) ([]storedBlob, func(), error) {
+	head, err := c.headLock(ctx, e, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !e.Split() {
+		return []storedBlob{{c.blobs, e.Digest, e.Size}}, func() { head.Release() }, nil
+	}
+	unlock, err := c.lockPieces(ctx, e)
+	if err != nil {
+		head.Release()
+		return nil, nil, err
+	}
+	out := []storedBlob{{c.layers, e.Skeleton.Digest, e.Skeleton.Size}}
+	for _, p := range e.Pieces {
+		out = append(out, storedBlob{c.layers, p.Digest, p.Size})
+	}
+	return out, func() { unlock(); head.Release() }, nil
+}
+
+// pushBlobs makes sure the registry holds every blob: found by content
+// (another host's upload counts), else uploaded. always uploads each again
+// (after the registry said it lacks one).
+func (c *Cache) pushBlobs(ctx context.Context, r Remote, blobs []storedBlob, res *PushResult, always bool) ([]ocispec.Descriptor, error) {
+	var descs []ocispec.Descriptor
+	for _, b := range blobs {
+		if !always {
+			desc, ok, err := r.FindBlob(ctx, b.content)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				descs = append(descs, desc)
+				continue
+			}
+		}
+		stored, size, err := c.checkStored(b)
+		if err != nil {
+			return nil, err
+		}
+		desc := remote.BlobDescriptor(stored, size, b.content, b.size)
+		open := func() (io.ReadCloser, error) { return b.store.OpenStored(b.content) }
+		sent, err := r.PushBlob(ctx, desc, open)
+		if err != nil {
+			return nil, err
+		}
+		if sent {
+			res.Uploaded++
+			res.Bytes += size
+		}
+		descs = append(descs, desc)
+	}
+	return descs, nil
+}
+
+// checkStored hashes a blob's stored bytes (what the registry will key
+// it by) and checks that they hold its content: a damaged local blob is
+// never uploaded.
+func (c *Cache) checkStored(b storedBlob) (digest.Digest, int64, error) {
+	f, err := b.store.OpenStored(b.content)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	sh := sha256.New()
+	var n int64
+	tee := io.TeeReader(f, writerFunc(func(p []byte) (int, error) { n += int64(len(p)); return sh.Write(p) }))
+	dec, err := zstd.NewReader(tee, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<30))
+	if err != nil {
+		return "", 0, err
+	}
+	defer dec.Close()
+	ch := sha256.New()
+	if _, err := io.Copy(ch, dec); err != nil {
+		return "", 0, fmt.Errorf("%w: stored blob %s: %v (imgcache verify --repair)", errdefs.ErrIntegrity, b.content, err)
+	}
+	io.Copy(sh, f)
+	if got := digest.NewDigest(digest.SHA256, ch); got != b.content {
+		return "", 0, fmt.Errorf("%w: stored blob %s holds content of sha256 %s; not uploading it (imgcache verify --repair)", errdefs.ErrIntegrity, b.content, got)
+	}
+	return digest.NewDigest(digest.SHA256, sh), n, nil
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
+
+// PullResult reports one pull.
+type PullResult struct {
+	PutResult
+	Remote   string `json:"remote"`
+	UpToDate bool   `json:"up_to_date"` // the local entry was the remote's already
+	Fetched  int    `json:"fetched"`    // blobs fetched from the registry
+	Bytes    int64  `json:"bytes"`      // bytes fetched
+}
+
+// Pull fetches n's entry from the remote: its manifest, then only the
+// blobs this cache lacks, each verified while it streams; the tar they
+// make is checked against the entry's digest and published as a put
+// publishes, under n. A local entry of the same content is left as is.
+func (c *Cache) Pull(ctx context.Context, n naming.Name) (*PullResult, error) {
+	res, err := c.pull(ctx, n)
+	c.count(func(s *Counters) {
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrNotFound) {
+				s.RemoteFailures++
+			}
+			return
+		}
+		if !res.UpToDate {
+			s.RemotePulls++
+			s.BytesPulled += res.Bytes
+		}
+	})
+	return res, err
+}
+
+func (c *Cache) pull(ctx context.Context, n naming.Name) (*PullResult, error) {
+	if err := checkName(n); err != nil {
+		return nil, fmt.Errorf("pull: %w", err)
+	}
+	r, err := c.remote(ctx)
+	if err != nil {
+		return nil, err
+	}
+	re, err := r.Resolve(ctx, n.String())
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, fmt.Errorf("pull %s: no such name at %s: %w (imgcache ls --remote lists it)", n, r.String(), errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", n, err)
+	}
+	res := &PullResult{Remote: r.String()}
+	now := c.opt.Now().UTC()
+	if e, err := c.entry(ctx, n); err == nil && e.Digest == re.Record.Digest {
+		res.UpToDate, res.Entry = true, e
+		c.writeOrigin(n, r.String(), origin{Entry: e.Digest, Manifest: re.Manifest.Digest, Checked: now})
+		return res, nil
+	}
+	put, err := c.pullEntry(ctx, r, n, re, res)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s from %s: %w", n, r.String(), err)
+	}
+	res.PutResult = *put
+	c.writeOrigin(n, r.String(), origin{Entry: re.Record.Digest, Manifest: re.Manifest.Digest, Checked: now})
+	return res, nil
+}
+
+// pullEntry streams the entry's tar (reassembled from its skeleton, with
+// the pieces this cache holds read locally and the others fetched) into
+// the one ingest path, which stores it as this cache stores tars and
+// refuses it unless its sha256 is the entry's.
+func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult) (*PutResult, error) {
+	rec := re.Record
+	fetch := func(desc ocispec.Descriptor) (io.ReadCloser, error) {
+		rc, err := r.OpenBlob(ctx, desc)
+		if err == nil {
+			res.Fetched++
+			res.Bytes += desc.Size
+		}
+		return rc, err
+	}
+	var src io.ReadCloser
+	if !rec.Split() {
+		rc, err := fetch(re.Blobs[0])
+		if err != nil {
+			return nil, err
+		}
+		src = rc
+	} else {
+		rc, err := c.joinRemote(ctx, re, fetch)
+		if err != nil {
+			return nil, err
+		}
+		src = rc
+	}
+	defer src.Close()
+	in := &firstError{r: src}
+	put, err := c.ingest(ctx, n, in, "pull", rec.Size, func(e *manifest.Entry) error {
+		if e.Digest != rec.Digest || e.Size != rec.Size {
+			return fmt.Errorf("%w: the tar the registry's blobs make has sha256 %s (%d bytes), where the entry says %s (%d bytes); nothing was stored", errdefs.ErrIntegrity, e.Digest, e.Size, rec.Digest, rec.Size)
+		}
+		e.Base, e.Recipe = rec.Base, rec.Recipe
+		if len(e.RepoTags) == 0 {
+			e.RepoTags = rec.RepoTags
+		}
+		return nil
+	})
+	if err != nil && in.err != nil && !errors.Is(err, in.err) {
+		return nil, in.err // the registry's stream failed: that is the cause
+	}
+	return put, err
+}
+
+// joinRemote reassembles a split remote entry's tar: its skeleton and
+// the pieces, each read from the layer store when it holds it, else from
+// the registry.
+func (c *Cache) joinRemote(ctx context.Context, re *remote.Entry, fetch func(ocispec.Descriptor) (io.ReadCloser, error)) (io.ReadCloser, error) {
+	byContent := map[digest.Digest]ocispec.Descriptor{}
+	for _, b := range re.Blobs {
+		byContent[remote.ContentOf(b)] = b
+	}
+	open := func(d digest.Digest) (io.ReadCloser, error) {
+		if c.layers != nil {
+			if r, err := c.layers.Open(d); err == nil {
+				return r, nil
+			}
+		}
+		desc, ok := byContent[d]
+		if !ok {
+			return nil, fmt.Errorf("%w: the skeleton references %s, which the entry's manifest does not list", errdefs.ErrIntegrity, d)
+		}
+		return fetch(desc)
+	}
+	skr, err := open(re.Record.Skeleton.Digest)
+	if err != nil {
+		return nil, err
+	}
+	skel, err := io.ReadAll(io.LimitReader(skr, skeleton.MaxViewLiterals+(1<<20)+1))
+	skr.Close()
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(skel)) != re.Record.Skeleton.Size {
+		return nil, fmt.Errorf("%w: skeleton %s holds %d bytes, the entry says %d", errdefs.ErrIntegrity, re.Record.Skeleton.Digest, len(skel), re.Record.Skeleton.Size)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		ref, err := skeleton.Join(pw, bytes.NewReader(skel), open)
+		if err == nil && ref.Digest != re.Record.Digest {
+			err = fmt.Errorf("%w: the skeleton makes a tar of sha256 %s, the entry says %s", errdefs.ErrIntegrity, ref.Digest, re.Record.Digest)
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr, nil
+}
+
+// firstError remembers its source's first error other than io.EOF.
+type firstError struct {
+	r   io.Reader
+	err error
+}
+
+func (f *firstError) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err != nil && err != io.EOF && f.err == nil {
+		f.err = err
+	}
+	return n, err
+}
+
+// RemoveRemote removes names from the remote (their digest tags and blobs
+// stay until the registry's own gc).
+func (c *Cache) RemoveRemote(ctx context.Context, n naming.Name) error {
+	r, err := c.remote(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.Delete(ctx, n.String()); err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return fmt.Errorf("rm --remote %s: no such name at %s: %w", n, r.String(), errdefs.ErrNotFound)
+		}
+		return fmt.Errorf("rm --remote %s: %w", n, err)
+	}
+	return nil
+}
+
+// ListRemote lists the names the remote holds.
+func (c *Cache) ListRemote(ctx context.Context) ([]remote.Listed, string, error) {
+	r, err := c.remote(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	l, err := r.List(ctx)
+	return l, r.String(), err
+}
+
+// remoteEntry is n's local entry, pulled first when the cache misses it
+// and a remote is configured, or when the remote moved it and refresh
+// (or the configured interval) says to look. A remote that fails while a
+// local entry exists is a warning: the local entry is used.
+func (c *Cache) remoteEntry(ctx context.Context, n naming.Name, refresh bool) (manifest.Entry, error) {
+	e, err := c.entry(ctx, n)
+	if c.opt.Remote == nil {
+		return e, err
+	}
+	if errors.Is(err, errdefs.ErrNotFound) {
+		res, perr := c.Pull(ctx, n)
+		if errors.Is(perr, errdefs.ErrNotFound) {
+			return manifest.Entry{}, fmt.Errorf("%w; nor at the remote", err)
+		}
+		if perr != nil {
+			return manifest.Entry{}, perr
+		}
+		c.opt.Log.Info("pulled from the remote", "name", n.String(), "fetched", res.Fetched, "bytes", res.Bytes)
+		return res.Entry, nil
+	}
+	if err != nil {
+		return e, err
+	}
+	if !refresh {
+		if c.opt.RemoteRefresh <= 0 {
+			return e, nil
+		}
+		r, rerr := c.remote(ctx)
+		if rerr != nil {
+			return e, nil
+		}
+		if seen := c.readOrigin(n, r.String()); c.opt.Now().Sub(seen.Checked) < c.opt.RemoteRefresh {
+			return e, nil
+		}
+	}
+	res, perr := c.Pull(ctx, n)
+	switch {
+	case perr == nil:
+		if !res.UpToDate {
+			c.opt.Log.Info("the remote name moved; pulled its new content", "name", n.String(), "was", e.Digest.String(), "now", res.Entry.Digest.String())
+		}
+		return res.Entry, nil
+	case errors.Is(perr, errdefs.ErrNotFound):
+		return e, nil // only local
+	case errors.Is(perr, context.Canceled):
+		return e, perr
+	default:
+		c.opt.Log.Warn("remote check failed; using the local entry", "name", n.String(), "err", perr)
+		return e, nil
+	}
+}
+
+// writeBack pushes n after a local publish when Options.Push is set; a
+// failure is a warning and a counter, never the local operation's.
+func (c *Cache) writeBack(ctx context.Context, n naming.Name) error {
+	if !c.opt.Push || c.opt.Remote == nil {
+		return nil
+	}
+	res, err := c.Push(ctx, n, PushOptions{})
+	if err != nil {
+		c.opt.Log.Warn("push to the remote failed; the local entry stands", "name", n.String(), "err", err)
+		return err
+	}
+	c.opt.Log.Info("pushed", "name", n.String(), "remote", res.Remote, "uploaded", res.Uploaded, "bytes", res.Bytes)
+	return nil
+}
