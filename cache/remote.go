@@ -32,9 +32,10 @@ type Remote interface {
 	String() string
 	// FindBlob is the registry's blob holding content u, if it has one.
 	FindBlob(ctx context.Context, u digest.Digest) (ocispec.Descriptor, bool, error)
-	// PushBlob uploads desc's bytes from open unless the registry has
-	// them, and the blob's own manifest; sent says whether bytes went.
-	PushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) (sent bool, err error)
+	// PushBlob uploads desc's bytes from open unless the registry says it
+	// has them (force: whatever it says), and the blob's own manifest;
+	// sent says whether bytes went.
+	PushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error), force bool) (sent bool, err error)
 	// OpenBlob streams a blob's content, verified at its end.
 	OpenBlob(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 	// Resolve reads the entry a tag names.
@@ -268,7 +269,7 @@ func (c *Cache) pushBlobs(ctx context.Context, r Remote, blobs []storedBlob, res
 		}
 		desc := remote.BlobDescriptor(stored, size, b.content, b.size)
 		open := func() (io.ReadCloser, error) { return b.store.OpenStored(b.content) }
-		sent, err := r.PushBlob(ctx, desc, open)
+		sent, err := c.pushBlob(ctx, r, desc, open, always)
 		if err != nil {
 			return nil, err
 		}
@@ -279,6 +280,27 @@ func (c *Cache) pushBlobs(ctx context.Context, r Remote, blobs []storedBlob, res
 		descs = append(descs, desc)
 	}
 	return descs, nil
+}
+
+// pushBlob is Remote.PushBlob, tried again from the start (after 1 s,
+// then 4 s) when the upload failed on the way: the registry failed after
+// its own retries, or refused a token that expired during a long upload
+// (the next attempt authenticates again).
+func (c *Cache) pushBlob(ctx context.Context, r Remote, desc ocispec.Descriptor, open func() (io.ReadCloser, error), force bool) (bool, error) {
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		sent, err := r.PushBlob(ctx, desc, open, force)
+		if err == nil || attempt == 3 || !(errors.Is(err, errdefs.ErrRemote) || errors.Is(err, errdefs.ErrRemoteAuth)) {
+			return sent, err
+		}
+		c.opt.Log.Warn("blob upload failed; uploading it again", "blob", desc.Digest.String(), "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait *= 4
+	}
 }
 
 // checkStored hashes a blob's stored bytes (what the registry will key
@@ -428,7 +450,9 @@ func (c *Cache) joinRemote(ctx context.Context, re *remote.Entry, fetch func(oci
 	for _, b := range re.Blobs {
 		byContent[remote.ContentOf(b)] = b
 	}
+	var last *ocispec.Descriptor // the remote blob read last: the one a mismatch blames
 	open := func(d digest.Digest) (io.ReadCloser, error) {
+		last = nil
 		if c.layers != nil {
 			if r, err := c.layers.Open(d); err == nil {
 				return r, nil
@@ -438,6 +462,7 @@ func (c *Cache) joinRemote(ctx context.Context, re *remote.Entry, fetch func(oci
 		if !ok {
 			return nil, fmt.Errorf("%w: the skeleton references %s, which the entry's manifest does not list", errdefs.ErrIntegrity, d)
 		}
+		last = &desc
 		return fetch(desc)
 	}
 	skr, err := open(re.Record.Skeleton.Digest)
@@ -455,6 +480,9 @@ func (c *Cache) joinRemote(ctx context.Context, re *remote.Entry, fetch func(oci
 	pr, pw := io.Pipe()
 	go func() {
 		ref, err := skeleton.Join(pw, bytes.NewReader(skel), open)
+		if errors.Is(err, skeleton.ErrMismatch) && !errors.Is(err, errdefs.ErrIntegrity) && last != nil {
+			err = fmt.Errorf("%w: blob %s (content %s) from the registry: %w", errdefs.ErrIntegrity, last.Digest, remote.ContentOf(*last), err)
+		}
 		if err == nil && ref.Digest != re.Record.Digest {
 			err = fmt.Errorf("%w: the skeleton makes a tar of sha256 %s, the entry says %s", errdefs.ErrIntegrity, ref.Digest, re.Record.Digest)
 		}

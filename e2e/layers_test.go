@@ -146,7 +146,8 @@ type getJSON struct {
 	Loaded bool   `json:"loaded"`
 	Sent   int64  `json:"sent"`
 	Entry  struct {
-		Size   int64 `json:"size"`
+		Digest string `json:"digest"`
+		Size   int64  `json:"size"`
 		Layers []struct {
 			Digest string `json:"digest"`
 			Size   int64  `json:"size"`

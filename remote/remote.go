@@ -194,6 +194,8 @@ func (r *Registry) fail(err error, what string) error {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s at %s: %w", what, r.name, err)
+	case errors.Is(err, auth.ErrBasicCredentialNotFound):
+		return fmt.Errorf("%s at %s: %w: it asks for credentials and docker has none stored for %s: log in with `docker login %s` (imgcache reads the credentials docker stores)", what, r.name, errdefs.ErrRemoteAuth, r.host, r.host)
 	case errors.As(err, &er) && (er.StatusCode == http.StatusUnauthorized || er.StatusCode == http.StatusForbidden):
 		return fmt.Errorf("%s at %s: %w (HTTP %d): log in with `docker login %s` (imgcache reads the credentials docker stores): %v", what, r.name, errdefs.ErrRemoteAuth, er.StatusCode, r.host, err)
 	case errors.As(err, &er) && er.StatusCode == http.StatusNotFound, errors.Is(err, errdef.ErrNotFound):
@@ -317,16 +319,19 @@ func BlobDescriptor(stored digest.Digest, size int64, u digest.Digest, usize int
 	}
 }
 
-// PushBlob uploads the blob desc describes (unless the registry has those
-// bytes) from open, then its blob manifest. It reports whether bytes were
-// sent.
-func (r *Registry) PushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error)) (bool, error) {
+// PushBlob uploads the blob desc describes from open (unless the registry
+// says it has those bytes, and force is false), then its blob manifest.
+// It reports whether bytes were sent.
+func (r *Registry) PushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error), force bool) (bool, error) {
 	u := ContentOf(desc)
 	what := "push blob " + u.String()
 	sent := false
-	ok, err := r.repo.Blobs().Exists(ctx, desc)
-	if err != nil {
-		return false, r.fail(err, what)
+	ok := false
+	if !force {
+		var err error
+		if ok, err = r.repo.Blobs().Exists(ctx, desc); err != nil {
+			return false, r.fail(err, what)
+		}
 	}
 	if !ok {
 		rc, err := open()

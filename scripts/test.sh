@@ -3,7 +3,7 @@
 # (.ci/run calls this and nothing else). It installs what a fresh Debian
 # machine with Go lacks (gcc for cgo and -race, Debian's docker.io,
 # prometheus-node-exporter, busybox-static, git, bzip2, xz-utils, zstd,
-# qemu-user-static and binfmt-support;
+# qemu-user-static and binfmt-support, docker-registry and skopeo;
 # nektos/act through
 # scripts/act.sh), starts a
 # Docker daemon if none answers, then runs:
@@ -39,6 +39,8 @@ command -v bzip2 >/dev/null 2>&1 || need+=(bzip2) # compressed input is tested w
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v qemu-riscv64-static >/dev/null 2>&1 || need+=(qemu-user-static binfmt-support) # get --platform runs a riscv64 image under emulation
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry) # the fleet tier's tests run registries of their own (scripts/registry.sh)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)                   # a standard OCI client reads what push wrote
 # binfmt_misc first, so that installing qemu registers its handlers there.
 if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
   $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || log "binfmt_misc cannot be mounted: the emulation test will say so"

@@ -1,0 +1,522 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/imgcache/imgcache/internal/testimage"
+)
+
+// The fleet tier against Debian's docker-registry (CNCF Distribution 2.8),
+// started by scripts/registry.sh on a loopback port of its own for each
+// test, with the real binary as several hosts (cache directories).
+
+// startRegistry starts a registry and returns its address and storage
+// directory; extra is added to the script's environment.
+func startRegistry(t *testing.T, extra ...string) (addr, storage string) {
+	t.Helper()
+	if _, err := exec.LookPath("docker-registry"); err != nil {
+		t.Fatalf("this test needs Debian's docker-registry (scripts/test.sh installs it): %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	env := append([]string{"REGISTRY_ADDR=" + addr, "REGISTRY_DIR=" + dir}, extra...)
+	cmd := exec.Command("../scripts/registry.sh")
+	cmd.Env = append(os.Environ(), env...)
+	if r := runCmd(t, cmd); r.code != 0 {
+		t.Fatalf("scripts/registry.sh: %s", r)
+	}
+	t.Cleanup(func() {
+		stop := exec.Command("../scripts/registry.sh", "stop")
+		stop.Env = append(os.Environ(), env...)
+		stop.Run()
+	})
+	return addr, filepath.Join(dir, "storage")
+}
+
+// regProxy sits between imgcache and a registry: hook may answer a request
+// itself (returning true), alter may change a response.
+type regProxy struct {
+	requests atomic.Int64
+	hook     func(w http.ResponseWriter, r *http.Request) bool
+	alter    func(r *http.Response) error
+}
+
+func newProxy(t *testing.T, target string, p *regProxy) string {
+	t.Helper()
+	u, _ := url.Parse("http://" + target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ModifyResponse = func(r *http.Response) error {
+		if p.alter != nil {
+			return p.alter(r)
+		}
+		return nil
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.requests.Add(1)
+		if p.hook != nil && p.hook(w, r) {
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// pushed is one element of push --json.
+type pushed struct {
+	Name     string `json:"name"`
+	Digest   string `json:"digest"`
+	Blobs    int    `json:"blobs"`
+	Uploaded int    `json:"uploaded"`
+	Bytes    int64  `json:"bytes"`
+	UpToDate bool   `json:"up_to_date"`
+}
+
+func pushJ(t *testing.T, dir string, args ...string) map[string]pushed {
+	t.Helper()
+	var out []pushed
+	if err := json.Unmarshal([]byte(must(t, dir, append(args, "--json")...)), &out); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]pushed{}
+	for _, p := range out {
+		m[p.Name] = p
+	}
+	return m
+}
+
+type pulled struct {
+	UpToDate bool  `json:"up_to_date"`
+	Fetched  int   `json:"fetched"`
+	Bytes    int64 `json:"bytes"`
+}
+
+func pullJ(t *testing.T, dir string, args ...string) pulled {
+	t.Helper()
+	var out []pulled
+	if err := json.Unmarshal([]byte(must(t, dir, append(args, "--json")...)), &out); err != nil || len(out) != 1 {
+		t.Fatalf("pull --json: %v %v", out, err)
+	}
+	return out[0]
+}
+
+// TestRemoteFleet: host A pushes two images on one base; skopeo reads the
+// manifests as OCI; host B (another zstd level, empty cache, empty
+// daemon) gets one in one command: pulled, verified, loaded, it runs, it
+// exports byte-identical; host C, whose compressor makes other bytes of
+// the same layers, pushes the same content and uploads nothing; host D,
+// holding the base, pulls only what it lacks.
+func TestRemoteFleet(t *testing.T) {
+	needDocker(t)
+	addr, _ := startRegistry(t)
+	R := addr + "/ci/imgcache"
+	base := runnableBase(t, 4<<20)
+	tarA, idA := buildVariant(t, base, "a.dat", 1<<20)
+	tarB, idB := buildVariant(t, base, "b.dat", 2<<20)
+
+	hostA := t.TempDir()
+	must(t, hostA, "--remote", R, "--push", "put", "fleet-busybox-1-a", tarA) // write-back
+	must(t, hostA, "put", "fleet-busybox-1-b", tarB)
+	p := pushJ(t, hostA, "--remote", R, "push")
+	if a := p["fleet-busybox-1-a"]; !a.UpToDate {
+		t.Errorf("a was pushed by put --push; push says %+v", a)
+	}
+	if b := p["fleet-busybox-1-b"]; b.UpToDate || b.Blobs != 3 || b.Uploaded != 2 {
+		t.Errorf("push of b: %+v; want 3 blobs, 2 uploaded (its skeleton and layer; the base is there)", b)
+	}
+
+	// A standard OCI client reads what we wrote.
+	sk := exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+R+":fleet-busybox-1-b")
+	r := runCmd(t, sk)
+	var m struct {
+		MediaType    string `json:"mediaType"`
+		ArtifactType string `json:"artifactType"`
+		Layers       []struct {
+			Digest      string            `json:"digest"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"layers"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &m) != nil || m.MediaType != "application/vnd.oci.image.manifest.v1+json" ||
+		m.ArtifactType != "application/vnd.imgcache.entry.v1" || len(m.Layers) != 3 {
+		t.Fatalf("skopeo inspect --raw: %s; decoded %+v", r, m)
+	}
+
+	// Host B: nothing local, nothing in the daemon.
+	removeImage(idA)
+	removeImage(idB)
+	removeImage(imageID(t, base))
+	hostB := t.TempDir()
+	var g getJSON
+	if err := json.Unmarshal([]byte(must(t, hostB, "--remote", R, "--level", "3", "get", "fleet-busybox-1-b", "--json")), &g); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Loaded {
+		t.Fatal("get on an empty host did not load")
+	}
+	out, err := execIn(g.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")
+	if err != nil || strings.TrimSpace(out) != "2" {
+		t.Fatalf("docker run of the pulled image: %q %v", out, err)
+	}
+	if hashFile(t, exportTo(t, hostB, "fleet-busybox-1-b")) != hashFile(t, tarB) {
+		t.Error("export on host B differs from the tar host A put")
+	}
+	// A local hit does not contact the remote: a dead one does not matter.
+	if r := imgcache(t, hostB, nil, "--remote", "127.0.0.1:1/ci/imgcache", "get", "fleet-busybox-1-b"); r.code != 0 {
+		t.Fatalf("warm get with a dead remote: %s", r)
+	}
+
+	// Host C compresses at level 9: other bytes for the same layers, and
+	// the registry still holds one copy of each.
+	hostC := t.TempDir()
+	must(t, hostC, "--level", "9", "put", "fleet-busybox-1-a2", tarA)
+	if storedHash(t, hostA, tarA) == storedHash(t, hostC, tarA) {
+		t.Fatal("hosts A and C stored identical bytes; the test needs different compressions")
+	}
+	if c := pushJ(t, hostC, "--remote", R, "push", "fleet-busybox-1-a2")["fleet-busybox-1-a2"]; c.Uploaded != 0 || c.Bytes != 0 || c.Blobs != 3 {
+		t.Errorf("host C pushing content the registry holds (other compression): %+v; want 0 uploaded", c)
+	}
+
+	// Host D holds a (so the base): pulling b fetches b's layer and skeleton only.
+	hostD := t.TempDir()
+	must(t, hostD, "put", "fleet-busybox-1-a", tarA)
+	if d := pullJ(t, hostD, "--remote", R, "pull", "fleet-busybox-1-b"); d.Fetched != 2 || d.Bytes > 3<<20 {
+		t.Errorf("pull with the base local: %+v; want 2 blobs (layer, skeleton), not the 4 MiB base", d)
+	}
+	if d := pullJ(t, hostD, "--remote", R, "pull", "fleet-busybox-1-b"); !d.UpToDate || d.Fetched != 0 {
+		t.Errorf("second pull: %+v; want up to date", d)
+	}
+	must(t, hostD, "verify")
+
+	// ls --remote lists the three names.
+	var ls []struct {
+		Name   string `json:"name"`
+		Digest string `json:"digest"`
+	}
+	if err := json.Unmarshal([]byte(must(t, hostD, "--remote", R, "ls", "--remote", "--json")), &ls); err != nil || len(ls) != 3 {
+		t.Fatalf("ls --remote: %v %v", ls, err)
+	}
+}
+
+// storedHash is the sha256 of the stored (compressed) blob of the first
+// layer of tar's entry in dir: what differs between compressors.
+func storedHash(t *testing.T, dir, tarPath string) string {
+	t.Helper()
+	var found string
+	filepath.Walk(filepath.Join(dir, "layers", "blobs"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && fi.Size() > 1<<20 && found == "" {
+			found = hashFile(t, p)
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("no large layer blob in %s", dir)
+	}
+	return found
+}
+
+// TestRemoteIntegrity: a registry that sends a blob other than its digest
+// says: the pull fails with exit 4 naming the registry and the blob,
+// nothing is published, nothing loaded.
+func TestRemoteIntegrity(t *testing.T) {
+	needDocker(t)
+	addr, _ := startRegistry(t)
+	tarP, img := genImage(t, testimage.Options{Layers: 2, FileSize: 1 << 19})
+	hostA := t.TempDir()
+	must(t, hostA, "put", "bad-deb-12-x", tarP)
+	must(t, hostA, "--remote", addr+"/ci/imgcache", "push")
+
+	var victim string // the largest blob of the entry
+	r := runCmd(t, exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+addr+"/ci/imgcache:bad-deb-12-x"))
+	var m struct {
+		Layers []struct {
+			Digest string `json:"digest"`
+			Size   int64  `json:"size"`
+		} `json:"layers"`
+	}
+	if json.Unmarshal([]byte(r.stdout), &m); len(m.Layers) == 0 {
+		t.Fatalf("skopeo: %s", r)
+	}
+	var size int64
+	for _, l := range m.Layers {
+		if l.Size > size {
+			victim, size = l.Digest, l.Size
+		}
+	}
+	p := &regProxy{alter: func(resp *http.Response) error {
+		if resp.Request.Method == http.MethodGet && strings.HasSuffix(resp.Request.URL.Path, "/blobs/"+victim) && resp.StatusCode == 200 {
+			b, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			b[len(b)/2] ^= 0x40
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+		}
+		return nil
+	}}
+	R := newProxy(t, addr, p) + "/ci/imgcache"
+	removeImage(img.ImageID.String())
+	hostB := t.TempDir()
+	for _, args := range [][]string{{"pull", "bad-deb-12-x"}, {"get", "bad-deb-12-x"}} {
+		r := imgcache(t, hostB, nil, append([]string{"--remote", R}, args...)...)
+		if r.code != 4 || !strings.Contains(r.stderr, "integrity") || !strings.Contains(r.stderr, victim) || !strings.Contains(r.stderr, R) {
+			t.Fatalf("%v from a registry sending a damaged blob: want exit 4 naming the integrity failure, %s and %s; got %s", args, victim, R, r)
+		}
+	}
+	if out := must(t, hostB, "ls", "--json"); strings.Contains(out, "bad-deb-12-x") {
+		t.Errorf("the damaged pull published an entry: %s", out)
+	}
+	if inDaemon(t, img.ImageID.String()) {
+		t.Error("the damaged pull loaded an image")
+	}
+	if r := imgcache(t, hostB, nil, "verify"); r.code != 0 {
+		t.Errorf("verify after the refused pull: %s", r)
+	}
+}
+
+// TestRemoteNamesMove: a name moved by another host is seen only when
+// asked (pull, get --refresh); a push never silently replaces a name
+// another host moved (exit 13, --force does); the digest tag keeps the
+// old content reachable; rm --remote removes the name only.
+func TestRemoteNamesMove(t *testing.T) {
+	needDocker(t)
+	addr, _ := startRegistry(t)
+	R := addr + "/ci/imgcache"
+	v1, i1 := genImage(t, testimage.Options{Layers: 1, FileSize: 16 << 10})
+	v2, i2 := genImage(t, testimage.Options{Layers: 1, FileSize: 16 << 10})
+	v3, i3 := genImage(t, testimage.Options{Layers: 1, FileSize: 16 << 10})
+	const n = "move-deb-12-x"
+	hostA, hostB := t.TempDir(), t.TempDir()
+	d1 := must(t, hostA, "put", n, v1)
+	must(t, hostA, "--remote", R, "push", n)
+	must(t, hostB, "--remote", R, "pull", n)
+	d2 := must(t, hostA, "put", n, v2)
+	must(t, hostA, "--remote", R, "push", n) // A saw d1 there: it moves its own name
+
+	// B still uses d1 until asked.
+	if g := getJ(t, hostB, n); g.Entry.Digest != d1 {
+		t.Fatalf("B's get without a remote: %s, want %s", g.Entry.Digest, d1)
+	}
+	var g getJSON
+	json.Unmarshal([]byte(must(t, hostB, "--remote", R, "get", n, "--json")), &g)
+	if g.Entry.Digest != d1 {
+		t.Errorf("get without --refresh followed the moved name: %s", g.Entry.Digest)
+	}
+	json.Unmarshal([]byte(must(t, hostB, "--remote", R, "get", "--refresh", n, "--json")), &g)
+	if g.Entry.Digest != d2 {
+		t.Errorf("get --refresh: %s, want the moved name's %s", g.Entry.Digest, d2)
+	}
+	// A configured interval checks on its own.
+	must(t, hostA, "put", n, v1)
+	must(t, hostA, "--remote", R, "push", n)
+	json.Unmarshal([]byte(must(t, hostB, "--remote", R, "--remote-refresh", "1ms", "get", n, "--json")), &g)
+	if g.Entry.Digest != d1 {
+		t.Errorf("get with --remote-refresh: %s, want %s", g.Entry.Digest, d1)
+	}
+
+	// C last saw nothing there; its push of other content is refused.
+	hostC := t.TempDir()
+	d3 := must(t, hostC, "put", n, v3)
+	r := imgcache(t, hostC, nil, "--remote", R, "push", n)
+	if r.code != 13 || !strings.Contains(r.stderr, d1) || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("push over a name another host moved: want exit 13 naming %s and --force; got %s", d1, r)
+	}
+	must(t, hostC, "--remote", R, "push", "--force", n)
+	var ls []struct{ Name, Digest string }
+	json.Unmarshal([]byte(must(t, hostC, "--remote", R, "ls", "--remote", "--json")), &ls)
+	if len(ls) != 1 || ls[0].Digest != d3 {
+		t.Errorf("ls --remote after push --force: %+v, want %s", ls, d3)
+	}
+	// The content the name left is still there by digest.
+	for _, d := range []string{d1, d2} {
+		tag := "_entry_sha256_" + strings.TrimPrefix(d, "sha256:")
+		if r := runCmd(t, exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+R+":"+tag)); r.code != 0 {
+			t.Errorf("digest tag %s: %s", tag, r)
+		}
+	}
+	// rm --remote removes the name, not the digest's manifest.
+	must(t, hostC, "--remote", R, "rm", "--remote", n)
+	if out := must(t, hostC, "--remote", R, "ls", "--remote", "--json"); strings.Contains(out, n) {
+		t.Errorf("ls --remote after rm --remote: %s", out)
+	}
+	tag := "_entry_sha256_" + strings.TrimPrefix(d3, "sha256:")
+	if r := runCmd(t, exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+R+":"+tag)); r.code != 0 {
+		t.Errorf("rm --remote removed the digest tag too: %s", r)
+	}
+	if r := imgcache(t, hostC, nil, "--remote", R, "rm", "--remote", n); r.code != 3 {
+		t.Errorf("rm --remote of a missing name: want exit 3, got %s", r)
+	}
+	for _, i := range []testimage.Result{i1, i2, i3} {
+		removeImage(i.ImageID.String())
+	}
+}
+
+// TestRemoteUnavailable: a registry that is down or failing is exit 11
+// naming it when the entry is needed, a warning when it is not (a local
+// hit, a write-back), and exit 11 after a write-back only with
+// --strict-remote; a stats counter counts the failures.
+func TestRemoteUnavailable(t *testing.T) {
+	needDocker(t)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String() + "/ci/imgcache"
+	l.Close()
+	tarP, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 16 << 10})
+	dir := t.TempDir()
+
+	start := time.Now()
+	r := imgcache(t, dir, nil, "--remote", dead, "get", "gone-deb-12-x")
+	if r.code != 11 || !strings.Contains(r.stderr, dead) {
+		t.Fatalf("get of a name missing locally, remote down: want exit 11 naming %s; got %s", dead, r)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("a refused connection took %v to report", d)
+	}
+	r = imgcache(t, dir, nil, "--remote", dead, "--push", "put", "gone-deb-12-x", tarP)
+	if r.code != 0 || !strings.Contains(r.stderr, "push to the remote failed") {
+		t.Fatalf("put --push with the remote down: want exit 0 and a warning; got %s", r)
+	}
+	r = imgcache(t, dir, nil, "--remote", dead, "--push", "--strict-remote", "put", "gone-deb-12-x", tarP)
+	if r.code != 11 || strings.TrimSpace(r.stdout) == "" {
+		t.Fatalf("put --push --strict-remote with the remote down: want the digest and exit 11; got %s", r)
+	}
+	if r := imgcache(t, dir, nil, "--remote", dead, "get", "--refresh", "gone-deb-12-x"); r.code != 0 || !strings.Contains(r.stderr, "using the local entry") {
+		t.Fatalf("get --refresh with the remote down and a local entry: want exit 0 and a warning; got %s", r)
+	}
+	var st struct {
+		Counters struct {
+			RemoteFailures int `json:"remote_failures"`
+		} `json:"counters"`
+	}
+	json.Unmarshal([]byte(must(t, dir, "stats", "--json", "--no-daemon")), &st)
+	if st.Counters.RemoteFailures < 2 {
+		t.Errorf("stats counted %d remote failures, want at least 2", st.Counters.RemoteFailures)
+	}
+
+	// A registry answering 503: retried with backoff, then exit 11.
+	addr, _ := startRegistry(t)
+	p := &regProxy{hook: func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/v2/" {
+			return false
+		}
+		http.Error(w, `{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}`, http.StatusServiceUnavailable)
+		return true
+	}}
+	R := newProxy(t, addr, p) + "/ci/imgcache"
+	r = imgcache(t, t.TempDir(), nil, "--remote", R, "pull", "gone-deb-12-x")
+	if r.code != 11 || !strings.Contains(r.stderr, "503") {
+		t.Fatalf("pull from a registry answering 503: want exit 11; got %s", r)
+	}
+	if n := p.requests.Load(); n < 3 {
+		t.Errorf("the 503 was tried %d times, want retries", n)
+	}
+}
+
+// TestRemoteAuth: a registry with basic auth: no credentials or wrong ones
+// are exit 12 saying `docker login`; the credentials docker stores in
+// config.json are used.
+func TestRemoteAuth(t *testing.T) {
+	needDocker(t)
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htp := filepath.Join(t.TempDir(), "htpasswd")
+	os.WriteFile(htp, []byte("ci:"+string(hash)+"\n"), 0o644)
+	addr, _ := startRegistry(t, "REGISTRY_HTPASSWD="+htp)
+	R := addr + "/ci/imgcache"
+	tarP, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 16 << 10})
+	dir := t.TempDir()
+	must(t, dir, "put", "auth-deb-12-x", tarP)
+	dockerConfig := func(user, pass string) string {
+		d := t.TempDir()
+		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, addr, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
+		os.WriteFile(filepath.Join(d, "config.json"), []byte(cfg), 0o600)
+		return "DOCKER_CONFIG=" + d
+	}
+	for _, env := range [][]string{{"DOCKER_CONFIG=" + t.TempDir()}, {dockerConfig("ci", "wrong")}} {
+		r := imgcache(t, dir, env, "--remote", R, "push")
+		if r.code != 12 || !strings.Contains(r.stderr, "docker login "+addr) {
+			t.Fatalf("push with %v: want exit 12 saying docker login %s; got %s", env, addr, r)
+		}
+	}
+	good := []string{dockerConfig("ci", "s3cret")}
+	if r := imgcache(t, dir, good, "--remote", R, "push"); r.code != 0 {
+		t.Fatalf("push with docker's stored credentials: %s", r)
+	}
+	if r := imgcache(t, t.TempDir(), good, "--remote", R, "pull", "auth-deb-12-x"); r.code != 0 {
+		t.Fatalf("pull with docker's stored credentials: %s", r)
+	}
+}
+
+// TestRemoteBlobVanished: the registry said it held a blob (a HEAD
+// answered 200) but its gc had removed it: the manifest PUT gets
+// BLOB_UNKNOWN, the push uploads the blobs again and succeeds, and
+// another host pulls the entry complete.
+func TestRemoteBlobVanished(t *testing.T) {
+	needDocker(t)
+	addr, storage := startRegistry(t)
+	tarP, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 1 << 19})
+	hostA := t.TempDir()
+	must(t, hostA, "put", "gone-deb-12-x", tarP)
+	must(t, hostA, "--remote", addr+"/ci/imgcache", "push")
+	must(t, hostA, "--remote", addr+"/ci/imgcache", "rm", "--remote", "gone-deb-12-x")
+	// The registry's gc (simulated): every blob's data goes, the blob
+	// tags stay.
+	blobs, _ := filepath.Glob(filepath.Join(storage, "docker", "registry", "v2", "blobs", "sha256", "*", "*"))
+	var lied []string
+	for _, b := range blobs {
+		if fi, err := os.Stat(filepath.Join(b, "data")); err == nil && fi.Size() > 4<<10 {
+			os.RemoveAll(b)
+			lied = append(lied, filepath.Base(b))
+		}
+	}
+	if len(lied) == 0 {
+		t.Fatal("no blob data found to remove")
+	}
+	// A proxy answers HEAD for those as the registry did before its gc.
+	p := &regProxy{hook: func(w http.ResponseWriter, r *http.Request) bool {
+		for _, h := range lied {
+			if r.Method == http.MethodHead && strings.HasSuffix(r.URL.Path, "/blobs/sha256:"+h) {
+				w.Header().Set("Docker-Content-Digest", "sha256:"+h)
+				w.Header().Set("Content-Length", "1")
+				w.WriteHeader(http.StatusOK)
+				return true
+			}
+		}
+		return false
+	}}
+	R := newProxy(t, addr, p) + "/ci/imgcache"
+	r := imgcache(t, hostA, nil, "--remote", R, "push", "gone-deb-12-x")
+	if r.code != 0 || !strings.Contains(r.stderr, "lacks a blob") {
+		t.Fatalf("push after the registry lost blobs it claims: want exit 0 after uploading again; got %s", r)
+	}
+	hostB := t.TempDir()
+	if r := imgcache(t, hostB, nil, "--remote", addr+"/ci/imgcache", "pull", "gone-deb-12-x"); r.code != 0 {
+		t.Fatalf("pull after the re-upload: %s", r)
+	}
+	if hashFile(t, exportTo(t, hostB, "gone-deb-12-x")) != hashFile(t, tarP) {
+		t.Error("the pulled entry exports other bytes")
+	}
+}
