@@ -19,6 +19,7 @@ import (
 
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/fsutil"
+	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
 	"github.com/imgcache/imgcache/remote"
@@ -40,9 +41,11 @@ type Remote interface {
 	OpenBlob(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 	// Resolve reads the entry a tag names.
 	Resolve(ctx context.Context, tag string) (*remote.Entry, error)
-	// PushEntry pushes e's manifests over blobs; remote.ErrBlobUnknown
-	// when the registry lacks one of them.
-	PushEntry(ctx context.Context, name string, e manifest.Entry, blobs []ocispec.Descriptor) (ocispec.Descriptor, error)
+	// PushEntry pushes e's digest manifest over blobs (tagged
+	// remote.EntryTag), TagName its name's; remote.ErrBlobUnknown when the
+	// registry lacks one of the blobs.
+	PushEntry(ctx context.Context, e manifest.Entry, blobs []ocispec.Descriptor) error
+	TagName(ctx context.Context, name string, e manifest.Entry, blobs []ocispec.Descriptor) (ocispec.Descriptor, error)
 	// Delete removes a name.
 	Delete(ctx context.Context, name string) error
 	// List lists the names.
@@ -201,21 +204,65 @@ func (c *Cache) push(ctx context.Context, n naming.Name, opt PushOptions) (*Push
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", n, err)
 	}
-	desc, err := r.PushEntry(ctx, n.String(), e, descs)
+	err = r.PushEntry(ctx, e, descs)
 	if errors.Is(err, remote.ErrBlobUnknown) {
 		// The registry lost a blob it had (its gc ran): upload them all again.
 		c.opt.Log.Warn("the registry lacks a blob it had; uploading the entry's blobs again", "name", n.String(), "remote", r.String())
 		if descs, err = c.pushBlobs(ctx, r, blobs, res, true); err != nil {
 			return nil, fmt.Errorf("push %s: %w", n, err)
 		}
-		desc, err = r.PushEntry(ctx, n.String(), e, descs)
+		err = r.PushEntry(ctx, e, descs)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("push %s: %w", n, err)
+	}
+	// Again, now that the uploads are done: registries have no
+	// compare-and-swap on tags, so the window left for another host's push
+	// is the time between this check and the tag's write (and the check
+	// after it catches a push that lands later).
+	if err := c.checkMoved(ctx, r, n, e, opt, cur, res); err != nil {
+		return nil, err
+	}
+	desc, err := r.TagName(ctx, n.String(), e, descs)
 	if err != nil {
 		return nil, fmt.Errorf("push %s: %w", n, err)
 	}
 	res.Manifest = desc.Digest
 	c.writeOrigin(n, r.String(), origin{Entry: e.Digest, Manifest: desc.Digest, Checked: c.opt.Now().UTC()})
+	// A push that raced this one and wrote the tag last has won: say so.
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(raceSettle):
+	}
+	if after, err := r.Resolve(ctx, n.String()); err == nil && after.Record.Digest != e.Digest {
+		c.writeOrigin(n, r.String(), origin{Entry: after.Record.Digest, Manifest: after.Manifest.Digest, Checked: c.opt.Now().UTC()})
+		return nil, fmt.Errorf("push %s: %w: another host pushed %s under this name at the same time and its push landed last; this host's %s stays reachable by its digest tag (push --force replaces the name)", n, errdefs.ErrMoved, after.Record.Digest, e.Digest)
+	}
 	return res, nil
+}
+
+// raceSettle is how long after writing a name's tag a push looks again,
+// to see a concurrent push that checked before this one wrote and wrote
+// after it.
+const raceSettle = 300 * time.Millisecond
+
+// checkMoved refuses to replace a remote name that holds other content
+// than it held at the start of the push (cur, nil if absent) when that is
+// not what this host last saw there, unless --force.
+func (c *Cache) checkMoved(ctx context.Context, r Remote, n naming.Name, e manifest.Entry, opt PushOptions, cur *remote.Entry, res *PushResult) error {
+	now, err := r.Resolve(ctx, n.String())
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("push %s: %w", n, err)
+	case now.Record.Digest == e.Digest, opt.Force:
+		return nil
+	case cur != nil && now.Manifest.Digest == cur.Manifest.Digest && res.Replaced != "":
+		return nil // as at the start, and accepted then
+	}
+	return fmt.Errorf("push %s: %w: another host pushed %s under this name while this push uploaded; to keep it: imgcache pull %s; to replace it: imgcache push --force %s", n, errdefs.ErrMoved, now.Record.Digest, n, n)
 }
 
 // storedBlob is one blob an entry is stored as.
@@ -382,9 +429,26 @@ func (c *Cache) pull(ctx context.Context, n naming.Name) (*PullResult, error) {
 	}
 	res := &PullResult{Remote: r.String()}
 	now := c.opt.Now().UTC()
-	if e, err := c.entry(ctx, n); err == nil && e.Digest == re.Record.Digest {
+	upToDate := func() bool {
+		e, err := c.entry(ctx, n)
+		if err != nil || e.Digest != re.Record.Digest {
+			return false
+		}
 		res.UpToDate, res.Entry = true, e
 		c.writeOrigin(n, r.String(), origin{Entry: e.Digest, Manifest: re.Manifest.Digest, Checked: now})
+		return true
+	}
+	if upToDate() {
+		return res, nil
+	}
+	// One pull of a name at a time: processes that miss together download
+	// each blob once; the others find the entry stored when they get the lock.
+	lock, err := c.keyLock(ctx, "pull-"+n.String())
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", n, err)
+	}
+	defer lock.Remove()
+	if upToDate() {
 		return res, nil
 	}
 	put, err := c.pullEntry(ctx, r, n, re, res)
@@ -394,6 +458,22 @@ func (c *Cache) pull(ctx context.Context, n naming.Name) (*PullResult, error) {
 	res.PutResult = *put
 	c.writeOrigin(n, r.String(), origin{Entry: re.Record.Digest, Manifest: re.Manifest.Digest, Checked: now})
 	return res, nil
+}
+
+// keyLock takes the exclusive lock locks/<key>.lock, waiting at most the
+// lock timeout.
+func (c *Cache) keyLock(ctx context.Context, key string) (*lockfile.Lock, error) {
+	path, err := c.blobs.KeyLockPath(key)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := c.lockCtx(ctx)
+	defer cancel()
+	l, err := lockfile.Acquire(lctx, path, true)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for another process (%s): %w", key, err)
+	}
+	return l, nil
 }
 
 // pullEntry streams the entry's tar (reassembled from its skeleton, with

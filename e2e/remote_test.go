@@ -2,10 +2,17 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +22,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -433,18 +442,21 @@ func TestRemoteUnavailable(t *testing.T) {
 	}
 }
 
-// TestRemoteAuth: a registry with basic auth: no credentials or wrong ones
-// are exit 12 saying `docker login`; the credentials docker stores in
-// config.json are used.
+// TestRemoteAuth: a registry with TLS (a self-signed certificate) and
+// basic auth: its certificate is refused without --remote-ca; no
+// credentials or wrong ones are exit 12 saying `docker login`; the
+// credentials docker stores in config.json are used.
 func TestRemoteAuth(t *testing.T) {
 	needDocker(t)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	htp := filepath.Join(t.TempDir(), "htpasswd")
+	tmp := t.TempDir()
+	htp := filepath.Join(tmp, "htpasswd")
 	os.WriteFile(htp, []byte("ci:"+string(hash)+"\n"), 0o644)
-	addr, _ := startRegistry(t, "REGISTRY_HTPASSWD="+htp)
+	cert, key := selfSigned(t, tmp)
+	addr, _ := startRegistry(t, "REGISTRY_HTPASSWD="+htp, "REGISTRY_TLS_CERT="+cert, "REGISTRY_TLS_KEY="+key)
 	R := addr + "/ci/imgcache"
 	tarP, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 16 << 10})
 	dir := t.TempDir()
@@ -455,19 +467,54 @@ func TestRemoteAuth(t *testing.T) {
 		os.WriteFile(filepath.Join(d, "config.json"), []byte(cfg), 0o600)
 		return "DOCKER_CONFIG=" + d
 	}
+	good := []string{dockerConfig("ci", "s3cret")}
+	if r := imgcache(t, dir, good, "--remote", R, "push"); r.code != 11 || !strings.Contains(r.stderr, "--remote-ca") {
+		t.Fatalf("push to a registry whose certificate is not trusted: want exit 11 naming --remote-ca; got %s", r)
+	}
 	for _, env := range [][]string{{"DOCKER_CONFIG=" + t.TempDir()}, {dockerConfig("ci", "wrong")}} {
-		r := imgcache(t, dir, env, "--remote", R, "push")
+		r := imgcache(t, dir, env, "--remote", R, "--remote-ca", cert, "push")
 		if r.code != 12 || !strings.Contains(r.stderr, "docker login "+addr) {
 			t.Fatalf("push with %v: want exit 12 saying docker login %s; got %s", env, addr, r)
 		}
 	}
-	good := []string{dockerConfig("ci", "s3cret")}
-	if r := imgcache(t, dir, good, "--remote", R, "push"); r.code != 0 {
+	if r := imgcache(t, dir, good, "--remote", R, "--remote-ca", cert, "push"); r.code != 0 {
 		t.Fatalf("push with docker's stored credentials: %s", r)
 	}
-	if r := imgcache(t, t.TempDir(), good, "--remote", R, "pull", "auth-deb-12-x"); r.code != 0 {
+	if r := imgcache(t, t.TempDir(), good, "--remote", R, "--remote-ca", cert, "pull", "auth-deb-12-x"); r.code != 0 {
 		t.Fatalf("pull with docker's stored credentials: %s", r)
 	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key.
+func selfSigned(t *testing.T, dir string) (cert, key string) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "imgcache e2e registry"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return cert, key
 }
 
 // TestRemoteBlobVanished: the registry said it held a blob (a HEAD
@@ -519,4 +566,214 @@ func TestRemoteBlobVanished(t *testing.T) {
 	if hashFile(t, exportTo(t, hostB, "gone-deb-12-x")) != hashFile(t, tarP) {
 		t.Error("the pulled entry exports other bytes")
 	}
+}
+
+// TestRemoteManyHosts: four processes of one host get the same entry at
+// once, missing it locally: each blob is downloaded once, the image loaded
+// once. Two hosts pushing different content under one name at once: one
+// wins, the other is refused (exit 13), and the remote entry is complete.
+func TestRemoteManyHosts(t *testing.T) {
+	needDocker(t)
+	addr, _ := startRegistry(t)
+	tarP, img := genImage(t, testimage.Options{Layers: 3, FileSize: 256 << 10})
+	const n = "many-deb-12-x"
+	hostA := t.TempDir()
+	must(t, hostA, "put", n, tarP)
+	must(t, hostA, "--remote", addr+"/ci/imgcache", "push")
+	removeImage(img.ImageID.String())
+
+	var mu sync.Mutex
+	gets := map[string]int{}
+	p := &regProxy{hook: func(w http.ResponseWriter, r *http.Request) bool {
+		if i := strings.Index(r.URL.Path, "/blobs/sha256:"); i >= 0 && r.Method == http.MethodGet {
+			mu.Lock()
+			gets[r.URL.Path[i+len("/blobs/"):]]++
+			mu.Unlock()
+		}
+		return false
+	}}
+	R := newProxy(t, addr, p) + "/ci/imgcache"
+	hostB := t.TempDir()
+	since := eventWindowStart()
+	var wg sync.WaitGroup
+	results := make([]result, 4)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = imgcache(t, hostB, nil, "--remote", R, "get", n)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "imgcache/"+n+":") {
+			t.Fatalf("get %d: %s", i, r)
+		}
+	}
+	if l := loadsBetween(t, img.ImageID.String(), since, time.Now()); l != 1 {
+		t.Errorf("4 concurrent gets loaded the image %d times, want 1", l)
+	}
+	var stored []ocispecLayer
+	json.Unmarshal([]byte(runCmd(t, exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+addr+"/ci/imgcache:"+n)).stdout), &struct {
+		Layers *[]ocispecLayer `json:"layers"`
+	}{&stored})
+	if len(stored) == 0 {
+		t.Fatal("no layers in the pushed manifest")
+	}
+	mu.Lock()
+	for _, l := range stored {
+		if gets[l.Digest] != 1 {
+			t.Errorf("blob %s was downloaded %d times by 4 concurrent gets, want 1", l.Digest, gets[l.Digest])
+		}
+	}
+	mu.Unlock()
+
+	// Two hosts, one name, different content, at once.
+	v1, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 512 << 10})
+	v2, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 512 << 10})
+	const m = "race-deb-12-x"
+	h1, h2 := t.TempDir(), t.TempDir()
+	d := map[string]string{h1: must(t, h1, "put", m, v1), h2: must(t, h2, "put", m, v2)}
+	res := map[string]result{}
+	for _, h := range []string{h1, h2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := imgcache(t, h, nil, "--remote", addr+"/ci/imgcache", "push", m)
+			mu.Lock()
+			res[h] = r
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	var winner string
+	for h, r := range res {
+		switch r.code {
+		case 0:
+			if winner != "" {
+				t.Fatalf("both concurrent pushes of %s reported success:\n%s\n%s", m, res[h1], res[h2])
+			}
+			winner = h
+		case 13:
+			if !strings.Contains(r.stderr, "another host") {
+				t.Errorf("the refused push does not say why: %s", r)
+			}
+		default:
+			t.Fatalf("concurrent push: %s", r)
+		}
+	}
+	if winner == "" {
+		t.Fatalf("no push won:\n%s\n%s", res[h1], res[h2])
+	}
+	hostC := t.TempDir()
+	if got := must(t, hostC, "--remote", addr+"/ci/imgcache", "pull", m); !strings.Contains(got, d[winner]) {
+		t.Errorf("the name holds %q, want the winner's %s", got, d[winner])
+	}
+	must(t, hostC, "verify")
+}
+
+type ocispecLayer struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// TestRemotePushKilled: a push killed with SIGKILL while it uploads leaves
+// no manifest (nothing references a blob the registry lacks); the next
+// push completes and another host pulls the entry.
+func TestRemotePushKilled(t *testing.T) {
+	needDocker(t)
+	addr, _ := startRegistry(t)
+	tarP, _ := genImage(t, testimage.Options{Layers: 2, FileSize: 2 << 20})
+	const n = "kill-deb-12-x"
+	dir := t.TempDir()
+	must(t, dir, "put", n, tarP)
+	uploading := make(chan struct{}, 16)
+	var hang atomic.Bool
+	hang.Store(true)
+	p := &regProxy{hook: func(w http.ResponseWriter, r *http.Request) bool {
+		if hang.Load() && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			uploading <- struct{}{}
+			time.Sleep(5 * time.Second) // the upload hangs: the push is killed meanwhile
+		}
+		return false
+	}}
+	R := newProxy(t, addr, p) + "/ci/imgcache"
+	cmd := exec.Command(bin, "--dir", dir, "--remote", R, "push", n)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-uploading:
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the push never uploaded")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if r := runCmd(t, exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+addr+"/ci/imgcache:"+n)); r.code == 0 {
+		t.Fatalf("a killed push left a manifest: %s", r.stdout)
+	}
+	if out := must(t, dir, "--remote", addr+"/ci/imgcache", "ls", "--remote", "--json"); strings.Contains(out, n) {
+		t.Fatalf("ls --remote lists the killed push: %s", out)
+	}
+	hang.Store(false)
+	must(t, dir, "--remote", R, "push", n)
+	other := t.TempDir()
+	must(t, other, "--remote", addr+"/ci/imgcache", "pull", n)
+	if hashFile(t, exportTo(t, other, n)) != hashFile(t, tarP) {
+		t.Error("the entry pulled after the second push exports other bytes")
+	}
+}
+
+// TestRemoteStorageTamperedAndDown: a blob altered in the registry's
+// storage directory is refused; with the registry stopped, get --build
+// builds (a dead cache is a miss with a warning), and nothing
+// half-written stays.
+func TestRemoteStorageTamperedAndDown(t *testing.T) {
+	needDocker(t)
+	addr, storage := startRegistry(t)
+	R := addr + "/ci/imgcache"
+	tarP, img := genImage(t, testimage.Options{Layers: 1, FileSize: 1 << 20})
+	const n = "tamper-deb-12-x"
+	hostA := t.TempDir()
+	must(t, hostA, "put", n, tarP)
+	must(t, hostA, "--remote", R, "push")
+	removeImage(img.ImageID.String())
+	var biggest string
+	var size int64
+	filepath.Walk(filepath.Join(storage, "docker", "registry", "v2", "blobs"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Name() == "data" && fi.Size() > size {
+			biggest, size = p, fi.Size()
+		}
+		return nil
+	})
+	flipMiddle(t, biggest)
+	hostB := t.TempDir()
+	r := imgcache(t, hostB, nil, "--remote", R, "get", n)
+	if r.code != 4 || !strings.Contains(r.stderr, filepath.Base(filepath.Dir(biggest))) {
+		t.Fatalf("get of an entry whose blob was altered in the registry's storage: want exit 4 naming the blob; got %s", r)
+	}
+	if inDaemon(t, img.ImageID.String()) {
+		t.Fatal("the altered entry was loaded")
+	}
+
+	// The registry stops: get --build builds the name from a local base.
+	stop := exec.Command("../scripts/registry.sh", "stop")
+	stop.Env = append(os.Environ(), "REGISTRY_DIR="+filepath.Dir(storage))
+	stop.Run()
+	const base, built = "fleetb-ubuntu-25.04-base", "fleetb-ubuntu-25.04-gcc15"
+	putBase(t, hostB, base)
+	removeBuilt(t, hostB, built)
+	ctxDir := buildContext(t, map[string]string{"gcc.txt": "gcc15\n"})
+	r = imgcache(t, hostB, nil, "--remote", R, "get", "--build", built, ctxDir)
+	if r.code != 0 || buildsStarted(r.stderr) == 0 || !strings.Contains(r.stderr, "remote cannot be used") {
+		t.Fatalf("get --build with the registry down: want a build and a warning; got %s", r)
+	}
+	if r := imgcache(t, hostB, nil, "--remote", R, "get", n); r.code != 11 {
+		t.Fatalf("get of a name only the stopped registry had: want exit 11; got %s", r)
+	}
+	if out := must(t, hostB, "ls", "--json"); strings.Contains(out, n) {
+		t.Errorf("a refused pull left an entry: %s", out)
+	}
+	must(t, hostB, "verify")
 }

@@ -64,8 +64,8 @@ type Options struct {
 	// 127.0.0.1:5000/ci/imgcache.
 	Repo string
 	// Insecure allows plain HTTP to a registry that is not on a loopback
-	// address (loopback registries are always spoken to in plain HTTP
-	// unless CAFile is set).
+	// address. A loopback registry gets HTTPS when it answers a TLS
+	// handshake (or CAFile is set), else plain HTTP, as Docker allows.
 	Insecure bool
 	// CAFile is a PEM file of CA certificates trusted besides the system's.
 	CAFile string
@@ -110,7 +110,9 @@ func Open(opt Options) (*Registry, error) {
 		opt.Log = slog.New(slog.DiscardHandler)
 	}
 	loop := isLoopback(ref.Registry)
-	plain := (loop && opt.CAFile == "") || opt.Insecure
+	// Loopback registries may speak plain HTTP (as Docker allows them);
+	// one that answers a TLS handshake gets HTTPS, its certificate checked.
+	plain := (loop && opt.CAFile == "" && !speaksTLS(ref.Registry, opt.Timeout)) || opt.Insecure
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ResponseHeaderTimeout = opt.Timeout
 	tr.TLSHandshakeTimeout = opt.Timeout
@@ -169,6 +171,21 @@ func Open(opt Options) (*Registry, error) {
 // String is the repository, host/path.
 func (r *Registry) String() string { return r.name }
 
+// speaksTLS reports whether hostport completes a TLS handshake (nothing
+// is sent over it; the certificate is checked by the real requests).
+func speaksTLS(hostport string, timeout time.Duration) bool {
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		hostport = net.JoinHostPort(strings.Trim(hostport, "[]"), "443")
+	}
+	d := &net.Dialer{Timeout: min(timeout, 5*time.Second)}
+	conn, err := tls.DialWithDialer(d, "tcp", hostport, &tls.Config{InsecureSkipVerify: true}) // a probe only
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
 func isLoopback(hostport string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
@@ -191,6 +208,9 @@ func (r *Registry) fail(err error, what string) error {
 	var er *errcode.ErrorResponse
 	var ne net.Error
 	var ue *url.Error
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
 	switch {
 	case errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s at %s: %w", what, r.name, err)
@@ -204,6 +224,8 @@ func (r *Registry) fail(err error, what string) error {
 		return fmt.Errorf("%s at %s: %w: HTTP %d after retries: %v", what, r.name, errdefs.ErrRemote, er.StatusCode, err)
 	case errors.Is(err, errdefs.ErrIntegrity), errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrNewerSchema):
 		return fmt.Errorf("%s at %s: %w", what, r.name, err)
+	case errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci):
+		return fmt.Errorf("%s at %s: %w: its TLS certificate is not trusted here (give its CA with --remote-ca FILE, or install it in the system's roots): %v", what, r.name, errdefs.ErrRemote, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne), errors.As(err, &ue),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%s at %s: %w: %v", what, r.name, errdefs.ErrRemote, err)
@@ -539,21 +561,24 @@ func checkBlobs(e manifest.Entry, blobs []ocispec.Descriptor) error {
 	return nil
 }
 
-// PushEntry pushes e's record and manifests, tagged name and EntryTag,
-// over blobs (already pushed). ErrBlobUnknown when the registry lacks one.
-func (r *Registry) PushEntry(ctx context.Context, name string, e manifest.Entry, blobs []ocispec.Descriptor) (ocispec.Descriptor, error) {
-	what := "push " + name
-	if err := checkBlobs(e, blobs); err != nil {
-		return ocispec.Descriptor{}, err
+// PushEntry pushes e's record and its digest's manifest (tagged
+// EntryTag) over blobs, already pushed. ErrBlobUnknown when the registry
+// lacks one of them.
+func (r *Registry) PushEntry(ctx context.Context, e manifest.Entry, blobs []ocispec.Descriptor) error {
+	config, rec, ann, err := entryManifest(e, blobs)
+	if err != nil {
+		return err
 	}
-	rec, err := json.Marshal(newRecord(e))
+	return r.fail(r.pushManifestWith(ctx, ArtifactEntry, config, rec, blobs, ann, EntryTag(e.Digest)), "push "+e.Digest.String())
+}
+
+// TagName pushes the name's own manifest of e (annotated with the name),
+// tagged name. ErrBlobUnknown when the registry lacks a blob.
+func (r *Registry) TagName(ctx context.Context, name string, e manifest.Entry, blobs []ocispec.Descriptor) (ocispec.Descriptor, error) {
+	what := "push " + name
+	config, rec, ann, err := entryManifest(e, blobs)
 	if err != nil {
 		return ocispec.Descriptor{}, err
-	}
-	config := ocispec.Descriptor{MediaType: MediaRecord, Digest: digest.FromBytes(rec), Size: int64(len(rec))}
-	ann := map[string]string{AnnEntry: e.Digest.String(), AnnSize: strconv.FormatInt(e.Size, 10)}
-	if err := r.pushManifestWith(ctx, ArtifactEntry, config, rec, blobs, ann, EntryTag(e.Digest)); err != nil {
-		return ocispec.Descriptor{}, r.fail(err, what)
 	}
 	ann[AnnName] = name
 	if err := r.pushManifestWith(ctx, ArtifactEntry, config, rec, blobs, ann, name); err != nil {
@@ -564,6 +589,20 @@ func (r *Registry) PushEntry(ctx context.Context, name string, e manifest.Entry,
 		return ocispec.Descriptor{}, r.fail(err, what)
 	}
 	return desc, nil
+}
+
+// entryManifest is the record blob and annotations of e's manifests.
+func entryManifest(e manifest.Entry, blobs []ocispec.Descriptor) (ocispec.Descriptor, []byte, map[string]string, error) {
+	if err := checkBlobs(e, blobs); err != nil {
+		return ocispec.Descriptor{}, nil, nil, err
+	}
+	rec, err := json.Marshal(newRecord(e))
+	if err != nil {
+		return ocispec.Descriptor{}, nil, nil, err
+	}
+	config := ocispec.Descriptor{MediaType: MediaRecord, Digest: digest.FromBytes(rec), Size: int64(len(rec))}
+	ann := map[string]string{AnnEntry: e.Digest.String(), AnnSize: strconv.FormatInt(e.Size, 10)}
+	return config, rec, ann, nil
 }
 
 // Delete removes the name tag's manifest (only that name's: the digest's

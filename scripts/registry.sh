@@ -13,15 +13,19 @@
 #                      imgcache speaks plain HTTP only to loopback registries)
 #   REGISTRY_DIR       config, storage, pid and log, default /tmp/imgcache-registry
 #   REGISTRY_HTPASSWD  an htpasswd file (bcrypt): basic auth required
+#   REGISTRY_TLS_CERT, REGISTRY_TLS_KEY  PEM files: serve HTTPS (imgcache
+#                      then needs --remote-ca for a self-signed certificate)
 # Idempotent: a registry that answers at REGISTRY_ADDR is left alone.
 set -euo pipefail
 
 addr=${REGISTRY_ADDR:-127.0.0.1:5000}
 dir=${REGISTRY_DIR:-/tmp/imgcache-registry}
 log() { echo "registry.sh: $*" >&2; }
+scheme=http
+if [ -n "${REGISTRY_TLS_CERT:-}" ]; then scheme=https; fi
 answers() {
   local code
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$addr/v2/" || true)
+  code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$scheme://$addr/v2/" || true)
   [ "$code" = 200 ] || [ "$code" = 401 ]
 }
 
@@ -62,6 +66,10 @@ if ! command -v docker-registry >/dev/null 2>&1; then
 fi
 
 mkdir -p "$dir/storage"
+tls=""
+if [ -n "${REGISTRY_TLS_CERT:-}" ]; then
+  tls=$(printf '  tls:\n    certificate: %s\n    key: %s\n' "$REGISTRY_TLS_CERT" "$REGISTRY_TLS_KEY")
+fi
 auth=""
 if [ -n "${REGISTRY_HTPASSWD:-}" ]; then
   auth=$(printf 'auth:\n  htpasswd:\n    realm: imgcache-test\n    path: %s\n' "$REGISTRY_HTPASSWD")
@@ -80,6 +88,7 @@ storage:
       enabled: false
 http:
   addr: $addr
+$tls
 $auth
 EOF
 

@@ -19,7 +19,7 @@ import (
 // remoteFlags configure the fleet tier (global).
 type remoteFlags struct {
 	Remote         string `help:"OCI registry repository shared by the fleet, e.g. 127.0.0.1:5000/ci/imgcache: a get that misses locally pulls from it; push, pull, ls --remote, rm --remote use it. Unset: nothing leaves this host." env:"IMGCACHE_REMOTE" placeholder:"REPO"`
-	RemoteInsecure bool   `help:"Allow plain HTTP to a remote that is not on a loopback address (loopback remotes always use plain HTTP unless --remote-ca is given)." env:"IMGCACHE_REMOTE_INSECURE"`
+	RemoteInsecure bool   `help:"Allow plain HTTP to a remote that is not on a loopback address (a loopback remote gets HTTPS when it answers a TLS handshake, else plain HTTP)." env:"IMGCACHE_REMOTE_INSECURE"`
 	RemoteCA       string `help:"PEM file of CA certificates trusted for the remote, besides the system's." env:"IMGCACHE_REMOTE_CA" placeholder:"FILE" type:"existingfile"`
 	RemoteTimeout  age    `help:"Longest wait for a connection or a response's headers from the remote; transient failures are retried with backoff." env:"IMGCACHE_REMOTE_TIMEOUT" default:"30s" placeholder:"DURATION"`
 	RemoteRefresh  age    `help:"A get whose entry was last checked against the remote longer ago than this checks the remote's tag first (one request) and pulls the name if another host moved it; 0: only with get --refresh or pull." env:"IMGCACHE_REMOTE_REFRESH" default:"0" placeholder:"DURATION"`
