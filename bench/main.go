@@ -46,6 +46,7 @@ var (
 	only    = flag.String("only", "", "comma-separated subset: put,save,cold,warm,contention")
 	gcN     = flag.Int("gc-entries", 0, "instead: time gc, ls and verify on a synthetic cache of this many entries")
 	levels  = flag.String("levels", "", "instead: sweep these zstd levels (e.g. 1,2,3,5), put against `zstd -N -T0` at each")
+	remoteF = flag.Bool("remote", false, "instead: the fleet tier with the layer pair through a loopback docker-registry: push vs docker push, get on an empty host vs docker load and docker pull, registry storage; writes bench/results/remote.json")
 	layers  = flag.Bool("layers", false, "instead: the layer-store pair (a base of this machine's files, two variants): stored bytes, put, partial and empty cold get, export; writes <json>.json and .svg")
 )
 
@@ -120,6 +121,9 @@ func run(ctx context.Context) error {
 	}
 	if *layers {
 		return layerBench(ctx, bin)
+	}
+	if *remoteF {
+		return remoteBench(ctx, bin)
 	}
 	raw := filepath.Join(*work, "image.tar")
 	if err := ensureImage(ctx, raw); err != nil {

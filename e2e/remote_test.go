@@ -777,3 +777,73 @@ func TestRemoteStorageTamperedAndDown(t *testing.T) {
 	}
 	must(t, hostB, "verify")
 }
+
+// TestRemoteTokenExpires: a registry behind bearer-token auth (a token
+// service that hands out tokens valid for 2 s), whose token expires while
+// a long blob upload is in flight: the upload is refused (401), imgcache
+// authenticates again and uploads the blob anew, the push succeeds, and
+// another host pulls the entry through the same auth.
+func TestRemoteTokenExpires(t *testing.T) {
+	addr, _ := startRegistry(t)
+	const ttl = 2 * time.Second
+	var (
+		mu     sync.Mutex
+		issued = map[string]time.Time{}
+		n      int
+		self   string
+		slow   atomic.Bool
+		denied atomic.Int32
+	)
+	slow.Store(true)
+	p := &regProxy{hook: func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/token" {
+			mu.Lock()
+			n++
+			tok := fmt.Sprintf("tok-%d", n)
+			issued[tok] = time.Now()
+			mu.Unlock()
+			fmt.Fprintf(w, `{"token":%q,"expires_in":%d}`, tok, int(ttl.Seconds()))
+			return true
+		}
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") && slow.CompareAndSwap(true, false) {
+			io.Copy(io.Discard, r.Body) // a long upload: its token expires meanwhile
+			time.Sleep(ttl + 500*time.Millisecond)
+		}
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		mu.Lock()
+		at, ok := issued[tok]
+		mu.Unlock()
+		if !ok || time.Since(at) > ttl {
+			if ok {
+				denied.Add(1)
+			}
+			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="http://%s/token",service="imgcache-test",scope="repository:ci/imgcache:pull,push"`, self))
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}`)
+			return true
+		}
+		r.Header.Del("Authorization")
+		return false
+	}}
+	self = newProxy(t, addr, p)
+	R := self + "/ci/imgcache"
+	tarP, _ := genImage(t, testimage.Options{Layers: 1, FileSize: 2 << 20})
+	const name = "token-deb-12-x"
+	dir := t.TempDir()
+	must(t, dir, "put", name, tarP)
+	r := imgcache(t, dir, nil, "--remote", R, "push", name)
+	if r.code != 0 {
+		t.Fatalf("push whose token expired during an upload: %s", r)
+	}
+	if denied.Load() == 0 || slow.Load() {
+		t.Fatalf("no expired token was met (denied %d): the test did not test", denied.Load())
+	}
+	if !strings.Contains(r.stderr, "uploading it again") {
+		t.Errorf("the push did not say it uploaded again: %s", r)
+	}
+	other := t.TempDir()
+	must(t, other, "--remote", R, "pull", name)
+	if hashFile(t, exportTo(t, other, name)) != hashFile(t, tarP) {
+		t.Error("the pulled entry exports other bytes")
+	}
+}
