@@ -46,6 +46,10 @@ type BlobIngester interface {
 	// blob is published and can veto it. The result holds the blob's
 	// shared lock until Release, so that no gc deletes it before it is named.
 	Ingest(ctx context.Context, r io.Reader, check func(cas.Info) error) (*cas.Ingested, error)
+	// IngestStored stores a blob from its stored form (one zstd stream, as
+	// another store holds it), kept as is; its content must hash to want,
+	// else nothing is published and the error wraps ErrIntegrity.
+	IngestStored(ctx context.Context, r io.Reader, want digest.Digest) (*cas.Ingested, error)
 }
 
 // BlobLocker guards blobs across processes: shared while reading, exclusive

@@ -39,6 +39,9 @@ type Remote interface {
 	PushBlob(ctx context.Context, desc ocispec.Descriptor, open func() (io.ReadCloser, error), force bool) (sent bool, err error)
 	// OpenBlob streams a blob's content, verified at its end.
 	OpenBlob(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
+	// FetchStored streams a blob's stored bytes (zstd), verified against
+	// desc's digest at their end.
+	FetchStored(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error)
 	// Resolve reads the entry a tag names.
 	Resolve(ctx context.Context, tag string) (*remote.Entry, error)
 	// PushEntry pushes e's digest manifest over blobs (tagged
@@ -482,6 +485,9 @@ func (c *Cache) keyLock(ctx context.Context, key string) (*lockfile.Lock, error)
 // refuses it unless its sha256 is the entry's.
 func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult) (*PutResult, error) {
 	rec := re.Record
+	if rec.Split() && c.layers != nil {
+		return c.pullSplit(ctx, r, n, re, res)
+	}
 	fetch := func(desc ocispec.Descriptor) (io.ReadCloser, error) {
 		rc, err := r.OpenBlob(ctx, desc)
 		if err == nil {
@@ -522,6 +528,85 @@ func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remo
 	return put, err
 }
 
+// pullSplit pulls a split entry into the layer store: each blob this
+// cache lacks is stored as the registry holds it (its zstd stream kept,
+// its bytes checked against their digest and its content against the
+// content digest, nothing compressed again); the skeleton must describe
+// the entry's tar from the entry's pieces; then the entry is recorded as
+// a put records it. Every blob's shared lock is held until then.
+func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult) (*PutResult, error) {
+	h := &held{}
+	defer h.release()
+	fail := func(err error) (*PutResult, error) {
+		h.release() // the fresh blobs can be dropped once no lock of ours holds them
+		c.dropFresh(ctx, h.fresh)
+		return nil, err
+	}
+	stored := map[digest.Digest]int64{}
+	for _, desc := range re.Blobs {
+		u := remote.ContentOf(desc)
+		if _, ok := stored[u]; ok {
+			continue
+		}
+		lctx, cancel := c.lockCtx(ctx)
+		lock, err := c.layers.Lock(lctx, u, false)
+		cancel()
+		if err != nil {
+			return fail(err)
+		}
+		if st, err := c.layers.Stat(u); err == nil {
+			h.locks = append(h.locks, lock)
+			stored[u] = st.Stored
+			continue
+		}
+		lock.Release()
+		rc, err := r.FetchStored(ctx, desc)
+		if err != nil {
+			return fail(err)
+		}
+		in, err := c.layers.IngestStored(ctx, rc, u)
+		rc.Close()
+		if err != nil {
+			if errors.Is(err, errdefs.ErrIntegrity) {
+				err = fmt.Errorf("blob %s from %s: %w", desc.Digest, r.String(), err)
+			}
+			return fail(err)
+		}
+		res.Fetched++
+		res.Bytes += desc.Size
+		h.locks = append(h.locks, in)
+		if !in.Deduplicated {
+			h.fresh = append(h.fresh, u)
+		}
+		stored[u] = in.Stored
+	}
+	e := re.Record
+	e.Name = n.String()
+	now := c.opt.Now().UTC()
+	e.Added, e.LastUsed, e.Pinned = now, now, false
+	skel := *e.Skeleton
+	skel.StoredSize = stored[skel.Digest]
+	e.Skeleton = &skel
+	e.StoredSize = skel.StoredSize
+	pieces := make([]manifest.Blob, len(e.Pieces))
+	for i, p := range e.Pieces {
+		p.StoredSize = stored[p.Digest]
+		pieces[i] = p
+		e.StoredSize += p.StoredSize
+	}
+	e.Pieces = pieces
+	if err := c.checkSkeleton(&e); err != nil {
+		return fail(fmt.Errorf("%w: the entry's skeleton from %s: %v", errdefs.ErrIntegrity, r.String(), err))
+	}
+	put, err := c.record(ctx, n, e)
+	if err != nil {
+		return fail(err)
+	}
+	put.New, put.Reused = len(h.fresh), len(re.Blobs)-len(h.fresh)
+	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
+	return put, nil
+}
+
 // joinRemote reassembles a split remote entry's tar: its skeleton and
 // the pieces, each read from the layer store when it holds it, else from
 // the registry.
@@ -559,7 +644,7 @@ func (c *Cache) joinRemote(ctx context.Context, re *remote.Entry, fetch func(oci
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		ref, err := skeleton.Join(pw, bytes.NewReader(skel), open)
+		ref, err := skeleton.Join(pw, bytes.NewReader(skel), open, skeleton.TrustOpen())
 		if errors.Is(err, skeleton.ErrMismatch) && !errors.Is(err, errdefs.ErrIntegrity) && last != nil {
 			err = fmt.Errorf("%w: blob %s (content %s) from the registry: %w", errdefs.ErrIntegrity, last.Digest, remote.ContentOf(*last), err)
 		}

@@ -101,6 +101,17 @@ func (f *fakeRemote) OpenBlob(_ context.Context, desc ocispec.Descriptor) (io.Re
 	return io.NopCloser(bytes.NewReader(out)), nil
 }
 
+func (f *fakeRemote) FetchStored(_ context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	f.mu.Lock()
+	b, ok := f.blobs[desc.Digest]
+	f.fetches++
+	f.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("fake: blob %s: %w", desc.Digest, errdefs.ErrNotFound)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
 func (f *fakeRemote) Resolve(_ context.Context, tag string) (*remote.Entry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -185,7 +196,11 @@ func TestRemoteAcrossSchemas(t *testing.T) {
 		name     string
 		data     []byte
 		split    bool
-	}{{layered, whole, "capy-ubuntu-25.04-a", a, false}, {whole, layered, "capy-ubuntu-25.04-b", b, true}} {
+	}{
+		{layered, whole, "capy-ubuntu-25.04-a", a, false},
+		{whole, layered, "capy-ubuntu-25.04-b", b, true},
+		{layered, withRemote(t, t.TempDir(), true, r), "capy-ubuntu-25.04-a", a, true}, // stored blobs kept as they are
+	} {
 		n := mustName(t, p.name)
 		if _, err := p.from.Push(ctx, n, cache.PushOptions{}); err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
@@ -222,6 +223,92 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 		}
 	}
 	return s.publish(ctx, tmp, info)
+}
+
+// IngestStored stores a blob from its stored form: r is one zstd stream
+// (another imgcache's stored blob, as a remote tier serves it), kept as it
+// is, not compressed again. Its content is decompressed and hashed on the
+// way and must be want, or nothing is published (ErrIntegrity); a stream
+// that is not valid zstd is ErrIntegrity too.
+func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Digest) (*Ingested, error) {
+	if err := validate(want); err != nil {
+		return nil, err
+	}
+	tmp, err := s.newTemp(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tmp.discard()
+	pr, pw := io.Pipe()
+	type hashed struct {
+		d   digest.Digest
+		n   int64
+		err error
+	}
+	done := make(chan hashed, 1)
+	go func() {
+		dec, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+		if err != nil {
+			pr.CloseWithError(err)
+			done <- hashed{err: err}
+			return
+		}
+		h := digest.Canonical.Digester()
+		n, err := dec.WriteTo(h.Hash())
+		dec.Close()
+		if err == nil {
+			_, err = io.Copy(io.Discard, pr) // nothing may follow the stream
+		}
+		pr.CloseWithError(err)
+		done <- hashed{h.Digest(), n, err}
+	}()
+	w := fsutil.Writeback(tmp.f, writebackEvery)
+	src := &ctxReader{ctx: ctx, r: r}
+	_, err = io.Copy(io.MultiWriter(w, pw), src)
+	pw.CloseWithError(err)
+	got := <-done
+	switch {
+	case src.err != nil:
+		return nil, fmt.Errorf("ingest: %w", src.err) // the source failed
+	case got.err != nil:
+		return nil, fmt.Errorf("%w: blob %s: not a valid zstd stream: %v", errdefs.ErrIntegrity, want, got.err)
+	case err != nil:
+		return nil, fmt.Errorf("ingest: %w", fsutil.Classify(err)) // the disk failed
+	case got.d != want:
+		return nil, fmt.Errorf("%w: blob %s holds content of sha256 %s", errdefs.ErrIntegrity, want, got.d)
+	}
+	if err := tmp.f.Sync(); err != nil {
+		return nil, fmt.Errorf("ingest: fsync %s: %w", tmp.f.Name(), fsutil.Classify(err))
+	}
+	fi, err := tmp.f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if err := tmp.f.Close(); err != nil {
+		return nil, fmt.Errorf("ingest: close %s: %w", tmp.f.Name(), fsutil.Classify(err))
+	}
+	tmp.f = nil
+	return s.publish(ctx, tmp, Info{Digest: want, Size: got.n, Stored: fi.Size(), ModTime: fi.ModTime()})
+}
+
+// ctxReader stops a copy when ctx is done, and remembers its source's
+// failure.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+	err error
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		c.err = err
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
+	return n, err
 }
 
 // writebackEvery is how much of a new blob is written before its writeback

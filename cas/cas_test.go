@@ -1039,3 +1039,42 @@ func ExampleStore_TryLock() {
 	// gc may delete while read: false
 	// gc may delete once read: true
 }
+
+// IngestStored keeps another store's zstd stream as it is, and refuses
+// content other than it claims, or bytes that are no zstd stream.
+func TestIngestStored(t *testing.T) {
+	ctx := context.Background()
+	src, srcRoot := openStore(t)
+	dst, dstRoot := openStore(t)
+	data := bytes.Repeat([]byte("imgcache "), 1<<20)
+	in, err := src.Ingest(ctx, bytes.NewReader(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Release()
+	stored, err := os.ReadFile(blobFile(srcRoot, in.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := dst.IngestStored(ctx, bytes.NewReader(stored), in.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Release()
+	if kept, _ := os.ReadFile(blobFile(dstRoot, in.Digest)); !bytes.Equal(kept, stored) || got.Size != int64(len(data)) || got.Stored != int64(len(stored)) {
+		t.Errorf("stored %d bytes (size %d), want the %d bytes as they were", got.Stored, got.Size, len(stored))
+	}
+	other := digest.FromString("other")
+	if _, err := dst.IngestStored(ctx, bytes.NewReader(stored), other); !errors.Is(err, errdefs.ErrIntegrity) {
+		t.Errorf("wrong content: %v", err)
+	}
+	if _, err := dst.IngestStored(ctx, bytes.NewReader(data[:1000]), other); !errors.Is(err, errdefs.ErrIntegrity) {
+		t.Errorf("not zstd: %v", err)
+	}
+	if _, err := dst.Stat(other); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("a refused blob was published: %v", err)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(dstRoot, "tmp")); len(tmp) != 0 {
+		t.Errorf("refused ingests left %d files in tmp/", len(tmp))
+	}
+}

@@ -20,12 +20,13 @@ func TestContract(t *testing.T) {
 		"pure-Go encoder": {cas.WithGoEncoder()},
 	} {
 		t.Run(name, func(t *testing.T) {
-			blobtest.Run(t, func(t *testing.T) blobtest.Store {
+			var newStore func(t *testing.T) blobtest.Store
+			newStore = func(t *testing.T) blobtest.Store {
 				s, err := cas.Open(t.TempDir(), opts...)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return blobtest.Store{Blobs: cache.CASBlobs(s), Corrupt: func(t *testing.T, d digest.Digest) {
+				return blobtest.Store{Blobs: cache.CASBlobs(s), Fresh: newStore, Corrupt: func(t *testing.T, d digest.Digest) {
 					// Valid zstd of other bytes: only the digest can tell.
 					p, err := s.BlobPath(d)
 					if err != nil {
@@ -37,7 +38,8 @@ func TestContract(t *testing.T) {
 						t.Fatal(err)
 					}
 				}}
-			})
+			}
+			blobtest.Run(t, newStore)
 		})
 	}
 }

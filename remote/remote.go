@@ -437,6 +437,44 @@ func (r *Registry) OpenBlob(ctx context.Context, desc ocispec.Descriptor) (io.Re
 	return &blobReader{reg: r, rc: rc, raw: raw, dec: dec, desc: desc, content: u, h: sha256.New()}, nil
 }
 
+// FetchStored streams a blob's bytes as the registry holds them (one zstd
+// stream); the read that reaches the end fails with an error wrapping
+// errdefs.ErrIntegrity if they do not match desc.
+func (r *Registry) FetchStored(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if _, err := contentOf(desc); err != nil {
+		return nil, r.fail(err, "fetch blob")
+	}
+	rc, err := r.repo.Blobs().Fetch(ctx, desc)
+	if err != nil {
+		return nil, r.fail(err, "fetch blob "+desc.Digest.String())
+	}
+	return &storedReader{reg: r, rc: rc, raw: &hashingReader{r: rc, h: sha256.New()}, desc: desc}, nil
+}
+
+type storedReader struct {
+	reg  *Registry
+	rc   io.ReadCloser
+	raw  *hashingReader
+	desc ocispec.Descriptor
+}
+
+func (s *storedReader) Read(p []byte) (int, error) {
+	n, err := s.raw.Read(p)
+	switch {
+	case err == io.EOF:
+		if got := digest.NewDigest(digest.SHA256, s.raw.h); got != s.desc.Digest || s.raw.n != s.desc.Size {
+			return n, s.reg.fail(fmt.Errorf("%w: blob %s: the registry sent %d bytes of sha256 %s", errdefs.ErrIntegrity, s.desc.Digest, s.raw.n, got), "fetch blob")
+		}
+	case err != nil:
+		err = s.reg.fail(err, "fetch blob "+s.desc.Digest.String())
+	case s.raw.n > s.desc.Size:
+		err = s.reg.fail(fmt.Errorf("%w: blob %s: the registry sent more than its %d bytes", errdefs.ErrIntegrity, s.desc.Digest, s.desc.Size), "fetch blob")
+	}
+	return n, err
+}
+
+func (s *storedReader) Close() error { return s.rc.Close() }
+
 type hashingReader struct {
 	r io.Reader
 	h hash.Hash

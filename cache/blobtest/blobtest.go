@@ -28,6 +28,9 @@ type Store struct {
 	cache.Blobs
 	// Corrupt changes d's stored bytes so that they no longer match d.
 	Corrupt func(t *testing.T, d digest.Digest)
+	// Fresh makes another empty store of the same kind (IngestStored
+	// takes one store's stored bytes into another); nil skips that check.
+	Fresh func(t *testing.T) Store
 }
 
 // Run runs the suite; newStore makes an empty store for one subtest.
@@ -109,6 +112,29 @@ func testIngestRoundTrip(t *testing.T, s Store) {
 		r.Close()
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: Read gave %d bytes, %v", n, len(got), err)
+		}
+		// Another store keeps those stored bytes as they are.
+		if s.Fresh != nil && n > 0 {
+			other := s.Fresh(t)
+			raw, err := s.OpenStored(in.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, err := other.IngestStored(context.Background(), raw, in.Digest)
+			raw.Close()
+			if err != nil || kept.Stored != st.Stored || kept.Size != int64(n) {
+				t.Fatalf("IngestStored of the stored bytes: %+v, %v", kept, err)
+			}
+			kept.Release()
+			if got, err := readAll(t, other, in.Digest); err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("IngestStored blob reads back %d bytes, %v", len(got), err)
+			}
+			raw, _ = s.OpenStored(in.Digest)
+			_, err = other.IngestStored(context.Background(), raw, digest.FromString("not this"))
+			raw.Close()
+			if !errors.Is(err, errdefs.ErrIntegrity) {
+				t.Fatalf("IngestStored under another digest: %v, want ErrIntegrity", err)
+			}
 		}
 		// The stored bytes are one zstd stream of the content, of the
 		// stored size.
