@@ -23,8 +23,10 @@ type Engine interface {
 	// layer files it holds (Docker's classic store), and which it holds.
 	Layers(ctx context.Context) (dockerbridge.Layers, error)
 	// Load streams an image archive in. When body fails, the engine must
-	// not commit the load: that is how a digest mismatch stops it.
-	Load(ctx context.Context, body io.Reader) error
+	// not commit the load: that is how a digest mismatch stops it. It
+	// returns the images the engine says it loaded (IDs or references, as
+	// it names them; may be empty).
+	Load(ctx context.Context, body io.Reader) ([]string, error)
 	// Save streams an image out as a docker-archive tar.
 	Save(ctx context.Context, ref string) (io.ReadCloser, error)
 	// Build builds the context tar and returns the new image's ID.

@@ -168,7 +168,11 @@ func (f *fakeEngine) Tag(_ context.Context, id, ref string) error {
 	return nil
 }
 
-func (f *fakeEngine) Load(ctx context.Context, body io.Reader) error {
+func (f *fakeEngine) Load(ctx context.Context, body io.Reader) ([]string, error) {
+	return nil, f.load(ctx, body)
+}
+
+func (f *fakeEngine) load(ctx context.Context, body io.Reader) error {
 	f.mu.Lock()
 	started, release := f.loadStarted, f.releaseLoads
 	f.loadStarted = nil

@@ -85,17 +85,18 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 	if ok, err := c.warm(ctx, b, e, res); ok || err != nil {
 		return res, err
 	}
+	rec := &loadRecorder{Engine: b}
 	if e.Split() {
-		res.Sent, err = c.loadSplit(ctx, b, n, e)
+		res.Sent, err = c.loadSplit(ctx, rec, n, e)
 	} else {
-		res.Sent, err = c.verifiedLoad(ctx, b, n, e)
+		res.Sent, err = c.verifiedLoad(ctx, rec, n, e)
 	}
 	if err != nil {
 		return nil, err
 	}
-	img, err := b.Inspect(ctx, e.ImageID)
+	img, err := c.loadedImage(ctx, b, e, rec.loaded)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s: %w", n, e.ImageID, errdefs.ErrRejected)
+		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s (it reported %q): %w", n, e.ImageID, rec.loaded, errdefs.ErrRejected)
 	} else if err != nil {
 		return nil, err
 	}
@@ -104,12 +105,69 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 	return res, c.tagAndTouch(ctx, b, n, e, img, res)
 }
 
-// warm tags and returns true when the image is in the daemon already.
+// loadRecorder keeps what the engine said it loaded.
+type loadRecorder struct {
+	Engine
+	loaded []string
+}
+
+func (l *loadRecorder) Load(ctx context.Context, body io.Reader) ([]string, error) {
+	got, err := l.Engine.Load(ctx, body)
+	l.loaded = append(l.loaded, got...)
+	return got, err
+}
+
+// loadedImage finds e's image after a load: by its image ID (the config
+// digest: Docker's classic store, Podman), else among the images the
+// engine said it loaded, the one whose layers are e's (Docker's
+// containerd store names an image by its manifest digest).
+func (c *Cache) loadedImage(ctx context.Context, b Engine, e manifest.Entry, loaded []string) (dockerbridge.Image, error) {
+	img, err := b.Inspect(ctx, e.ImageID)
+	if !errors.Is(err, errdefs.ErrNotFound) {
+		return img, err
+	}
+	for _, ref := range loaded {
+		cand, cerr := b.Inspect(ctx, ref)
+		if cerr == nil && sameLayers(cand, e, len(loaded)) {
+			return cand, nil
+		}
+	}
+	return img, err
+}
+
+// sameLayers says whether img is e's image as far as the engine shows it:
+// its diff IDs are e's layers' (when e records them); an entry without
+// layer records accepts the only image a load reported.
+func sameLayers(img dockerbridge.Image, e manifest.Entry, reported int) bool {
+	if len(e.Layers) == 0 {
+		return reported == 1
+	}
+	if len(img.Layers) != len(e.Layers) {
+		return false
+	}
+	for i, l := range e.Layers {
+		if img.Layers[i] != l.DiffID.String() {
+			return false
+		}
+	}
+	return true
+}
+
+// warm tags and returns true when the image is in the daemon already:
+// found by its image ID, or, where the engine names images otherwise
+// (Docker's containerd store: by manifest digest), by the content-pinned
+// tag a verified load gave it, when its layers are the entry's.
 func (c *Cache) warm(ctx context.Context, b Engine, e manifest.Entry, res *GetResult) (bool, error) {
 	if e.ImageID == "" {
 		return false, nil
 	}
 	img, err := b.Inspect(ctx, e.ImageID)
+	if errors.Is(err, errdefs.ErrNotFound) && len(e.Layers) > 0 {
+		img, err = b.Inspect(ctx, res.Ref)
+		if err == nil && !sameLayers(img, e, 0) {
+			err = fmt.Errorf("%s holds other layers: %w", res.Ref, errdefs.ErrNotFound)
+		}
+	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return false, nil
 	} else if err != nil {
@@ -127,7 +185,7 @@ func (c *Cache) tagAndTouch(ctx context.Context, b Engine, n naming.Name, e mani
 		if slices.Contains(img.RepoTags, ref) || slices.Contains(img.RepoTags, "docker.io/"+ref) {
 			continue
 		}
-		if err := b.Tag(ctx, e.ImageID, ref); err != nil {
+		if err := b.Tag(ctx, img.ID, ref); err != nil {
 			return fmt.Errorf("get %s: %w", n, err)
 		}
 	}
@@ -153,7 +211,7 @@ func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e man
 	}
 	defer r.Close()
 	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, r), from, c.opt.HoldBackLimit)}
-	err = b.Load(ctx, body)
+	_, err = b.Load(ctx, body)
 	if errors.Is(err, errdefs.ErrIntegrity) {
 		return body.n, c.quarantine(n, e, err, nothingLoaded)
 	}

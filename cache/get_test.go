@@ -265,7 +265,7 @@ func TestGetConcurrentColdLoadsOnce(t *testing.T) {
 func TestSaveFromEngine(t *testing.T) {
 	c, eng, _ := engineCache(t)
 	data, img := image(t, "", 7) // untagged archive
-	if err := eng.Load(context.Background(), bytes.NewReader(data)); err != nil {
+	if _, err := eng.Load(context.Background(), bytes.NewReader(data)); err != nil {
 		t.Fatal(err)
 	}
 	eng.Tag(context.Background(), img.ImageID.String(), "example/app:2")

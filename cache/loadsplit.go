@@ -146,7 +146,7 @@ func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e mani
 		done <- err
 	}()
 	body := &countingReader{r: c.progress("load "+n.String(), e.Size, pr)}
-	err := b.Load(ctx, body)
+	_, err := b.Load(ctx, body)
 	pr.CloseWithError(errLoadEnded)
 	werr := <-done
 	if werr != nil && !errors.Is(werr, errLoadEnded) {
@@ -264,7 +264,7 @@ func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manif
 		done <- err
 	}()
 	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, pr), from, c.opt.HoldBackLimit)}
-	err := b.Load(ctx, body)
+	_, err := b.Load(ctx, body)
 	pr.CloseWithError(errLoadEnded)
 	if jerr := <-done; jerr != nil && !errors.Is(jerr, errLoadEnded) {
 		return body.n, &blobError{op.last, jerr}

@@ -89,6 +89,8 @@ type Image struct {
 	OS       string
 	Arch     string
 	Size     int64
+	// Layers are the image's diff IDs (RootFS.Layers), bottom first.
+	Layers []string
 }
 
 // Inspect returns the image id or reference, or an error wrapping
@@ -98,7 +100,7 @@ func (b *Bridge) Inspect(ctx context.Context, ref string) (Image, error) {
 	if err != nil {
 		return Image{}, b.wrap(err, "inspect image "+ref)
 	}
-	return Image{ID: r.ID, RepoTags: r.RepoTags, OS: r.Os, Arch: r.Architecture, Size: r.Size}, nil
+	return Image{ID: r.ID, RepoTags: r.RepoTags, OS: r.Os, Arch: r.Architecture, Size: r.Size, Layers: r.RootFS.Layers}, nil
 }
 
 // Has reports whether the daemon holds the image.
@@ -119,7 +121,7 @@ func (b *Bridge) Tag(ctx context.Context, id, ref string) error {
 // HoldBack over a verifying reader: when body fails, the request is aborted
 // and the daemon does not commit the load. Progress messages are drained;
 // an error message from the daemon is returned wrapping errdefs.ErrRejected.
-func (b *Bridge) Load(ctx context.Context, body io.Reader) error {
+func (b *Bridge) Load(ctx context.Context, body io.Reader) ([]string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var bodyErr error
@@ -128,28 +130,29 @@ func (b *Bridge) Load(ctx context.Context, body io.Reader) error {
 		if resp.Body != nil {
 			resp.Body.Close()
 		}
-		return bodyErr
+		return nil, bodyErr
 	}
 	if err != nil {
 		if errdefs.IsSystem(err) || errdefs.IsUnknown(err) {
 			// The whole verified body went out and the engine answered
 			// with an error: it refused the image. (Podman answers 500
 			// where Docker answers 400 for an archive it cannot read.)
-			return fmt.Errorf("load image: %w: %w", ourerr.ErrRejected, err)
+			return nil, fmt.Errorf("load image: %w: %w", ourerr.ErrRejected, err)
 		}
-		return b.wrap(err, "load image")
+		return nil, b.wrap(err, "load image")
 	}
 	defer resp.Body.Close()
-	if err := drainMessages(resp.Body); err != nil {
+	loaded, err := drainMessages(resp.Body)
+	if err != nil {
 		if bodyErr != nil {
-			return bodyErr
+			return nil, bodyErr
 		}
-		return fmt.Errorf("%w: docker load: %w", ourerr.ErrRejected, err)
+		return nil, fmt.Errorf("%w: docker load: %w", ourerr.ErrRejected, err)
 	}
 	if bodyErr != nil {
-		return bodyErr
+		return nil, bodyErr
 	}
-	return nil
+	return loaded, nil
 }
 
 // errTrap remembers the first error the body returned, so that the cause of
@@ -160,30 +163,39 @@ type errTrap struct {
 	err *error
 }
 
-func (t *errTrap) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if err != nil && err != io.EOF && *t.err == nil {
-		*t.err = err
+func (e *errTrap) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && *e.err == nil {
+		*e.err = err
 	}
 	return n, err
 }
 
-// drainMessages reads the daemon's JSON progress stream (jsonmessage's
-// types) and returns the first error it reports.
-func drainMessages(r io.Reader) error {
+// drainMessages reads a load's reply to its end and returns the images it
+// names ("Loaded image: REF", "Loaded image ID: ID": what Docker, with
+// either image store, and Podman print), or the daemon's error.
+func drainMessages(r io.Reader) ([]string, error) {
 	dec := json.NewDecoder(r)
+	var loaded []string
 	for {
 		var m jsonmessage.JSONMessage
 		if err := dec.Decode(&m); err == io.EOF {
-			return nil
+			return loaded, nil
 		} else if err != nil {
-			return fmt.Errorf("reading the daemon's reply: %w", err)
+			return nil, fmt.Errorf("reading the daemon's reply: %w", err)
 		}
 		if m.Error != nil && m.Error.Message != "" {
-			return errors.New(m.Error.Message)
+			return nil, errors.New(m.Error.Message)
 		}
 		if m.ErrorMessage != "" { //nolint:staticcheck // older daemons send only this
-			return errors.New(m.ErrorMessage)
+			return nil, errors.New(m.ErrorMessage)
+		}
+		for _, line := range strings.Split(m.Stream, "\n") {
+			if id, ok := strings.CutPrefix(line, "Loaded image ID: "); ok {
+				loaded = append(loaded, strings.TrimSpace(id))
+			} else if ref, ok := strings.CutPrefix(line, "Loaded image: "); ok {
+				loaded = append(loaded, strings.TrimSpace(ref))
+			}
 		}
 	}
 }
