@@ -2,6 +2,7 @@ package archive
 
 import (
 	"archive/tar"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -575,7 +576,15 @@ func (rd *reader) resolveDocker() ([]Image, error) {
 			if _, ok := rd.names[ln]; !ok {
 				return nil, fmt.Errorf("%w: %s references layer %q, which is not in the archive", ErrNotImage, what, l)
 			}
-			img.Layers = append(img.Layers, Layer{Path: ln, DiffID: cfg.diffIDs[i], MediaType: MediaTypeDockerLayer})
+			layer := Layer{Path: ln, DiffID: cfg.diffIDs[i], MediaType: MediaTypeDockerLayer}
+			if d := digestFromName(ln); d != "" && d != cfg.diffIDs[i] {
+				// An OCI layout's blob (Docker 25+ writes manifest.json
+				// beside it): compressed, as the containerd store keeps
+				// layers; its media type is the OCI manifest's.
+				layer.Digest = d
+				layer.MediaType = rd.layerMediaType(d)
+			}
+			img.Layers = append(img.Layers, layer)
 		}
 		if len(e.RepoTags) > 0 {
 			img.RepoTags = append([]string(nil), e.RepoTags...)
@@ -583,6 +592,26 @@ func (rd *reader) resolveDocker() ([]Image, error) {
 		images = append(images, img)
 	}
 	return images, nil
+}
+
+// layerMediaType is the media type the archive's OCI manifests give the
+// layer blob d ("" when none describes it).
+func (rd *reader) layerMediaType(d digest.Digest) string {
+	for name, data := range rd.retained {
+		if !strings.HasPrefix(name, blobsPrefix) || !bytes.Contains(data, []byte(`"layers"`)) {
+			continue
+		}
+		var doc ociDoc
+		if json.Unmarshal(data, &doc) != nil {
+			continue
+		}
+		for _, l := range doc.Layers {
+			if l.Digest == d {
+				return l.MediaType
+			}
+		}
+	}
+	return ""
 }
 
 // digestFromName returns the digest a file name claims for its content:

@@ -64,20 +64,23 @@ func remoteBench(ctx context.Context, bin string) error {
 	}
 	dockerRef := benchRegistry + "/bench/docker:go"
 	var facts remoteFacts
+	pushes := *only == "" || strings.Contains(*only, "push")
 	for r := 1; r <= *rounds; r++ {
 		log("round %d/%d", r, *rounds)
 		// Push of go, the cache holding it, into an empty registry.
-		rotate(r,
-			func() {
-				must(sample{}, registry(true))
-				m("imgcache push", aFiles(), ic(hostA, "push", goImg.name)...)
-			},
-			func() {
-				must(sample{}, registry(true))
-				resetDaemon(ctx, goImg)
-				exec.Command("docker", "tag", goImg.id, dockerRef).Run()
-				m("docker push", nil, "docker", "push", "-q", dockerRef)
-			})
+		if pushes {
+			rotate(r,
+				func() {
+					must(sample{}, registry(true))
+					m("imgcache push", aFiles(), ic(hostA, "push", goImg.name)...)
+				},
+				func() {
+					must(sample{}, registry(true))
+					resetDaemon(ctx, goImg)
+					exec.Command("docker", "tag", goImg.id, dockerRef).Run()
+					m("docker push", nil, "docker", "push", "-q", dockerRef)
+				})
+		}
 		// Both in the registry: imgcache's entries and docker's image.
 		must(sample{}, registry(true))
 		must(measure(ic(hostA, "push", goImg.name)...))

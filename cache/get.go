@@ -76,6 +76,9 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 		}
 	}
 
+	if err := zstdRefused(ctx, b, n, e); err != nil {
+		return nil, err
+	}
 	lock, err := c.headLock(ctx, e, true)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: waiting for another process loading %s: %w", n, e.Digest, err)
@@ -103,6 +106,25 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 	res.Loaded = true
 	c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += res.Sent })
 	return res, c.tagAndTouch(ctx, b, n, e, img, res)
+}
+
+// zstdRefused refuses, before anything is sent, an image with
+// zstd-compressed layers for an engine that cannot load them (Docker
+// before 23).
+func zstdRefused(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) error {
+	if !slices.ContainsFunc(e.Layers, func(l manifest.Layer) bool {
+		return strings.HasSuffix(l.MediaType, "+zstd") || strings.HasSuffix(l.MediaType, ".zstd")
+	}) {
+		return nil
+	}
+	l, err := b.Layers(ctx)
+	if err != nil {
+		return err
+	}
+	if !l.Zstd {
+		return fmt.Errorf("get %s: %w: its layers are zstd-compressed, which %s %s cannot load (Docker 23 or newer, and Podman, can); nothing was sent", n, errdefs.ErrRejected, l.Store, l.Version)
+	}
+	return nil
 }
 
 // loadRecorder keeps what the engine said it loaded.

@@ -33,6 +33,7 @@ type Bridge struct {
 	os        string
 	arch      string
 	storeKind string
+	version   string // the engine's, learnt with storeKind
 }
 
 // Connect makes a client from the environment (DOCKER_HOST, DOCKER_CERT_PATH,

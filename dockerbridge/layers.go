@@ -29,6 +29,11 @@ type Layers struct {
 	// Chains are the chain IDs of every layer of every image the engine
 	// holds (set only when Partial).
 	Chains map[digest.Digest]bool
+	// Version is the engine's version ("20.10.24+dfsg1", "4.3.1").
+	Version string
+	// Zstd says whether the engine loads zstd-compressed layers: Docker 23
+	// and newer (either image store), and Podman.
+	Zstd bool
 }
 
 // Layers detects the image store, from the engine itself (never assumed),
@@ -39,7 +44,11 @@ func (b *Bridge) Layers(ctx context.Context) (Layers, error) {
 	if err != nil {
 		return Layers{}, err
 	}
-	l := Layers{Store: store, Partial: store == StoreClassic}
+	b.mu.Lock()
+	version := b.version
+	b.mu.Unlock()
+	l := Layers{Store: store, Partial: store == StoreClassic, Version: version}
+	l.Zstd = store == StorePodman || majorAtLeast(version, 23)
 	if !l.Partial {
 		return l, nil
 	}
@@ -79,6 +88,7 @@ func (b *Bridge) store(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", b.wrap(err, "docker version")
 	}
+	b.version = v.Version
 	for _, c := range v.Components {
 		if strings.Contains(strings.ToLower(c.Name), "podman") {
 			b.storeKind = StorePodman
@@ -96,4 +106,17 @@ func (b *Bridge) store(ctx context.Context) (string, error) {
 		}
 	}
 	return b.storeKind, nil
+}
+
+// majorAtLeast reports whether version ("23.0.1", "20.10.24+dfsg1") has a
+// major number of at least major.
+func majorAtLeast(version string, major int) bool {
+	n := 0
+	for _, c := range version {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n >= major
 }

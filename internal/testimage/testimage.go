@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/archive"
@@ -58,6 +60,12 @@ type Options struct {
 	// Docker's do).
 	SharedLayers int
 	BaseSeed     int64
+	// Compression ("", "gzip", "zstd" or "mixed": gzip and zstd in turn,
+	// bottom layer gzip) compresses the layer blobs of an OCI layout, as
+	// Docker's containerd store saves them: the descriptors then carry
+	// media types …tar+gzip / …tar+zstd and the blob digests, which are
+	// not the diff IDs. FormatOCI only.
+	Compression string
 	// Executables are files put at the root of the top layer with mode
 	// 0755 (a program to run in the image: e2e tests put a binary built for
 	// the image's architecture there), in name order.
@@ -161,6 +169,15 @@ func (o Options) spec() (*spec, error) {
 	default:
 		return nil, fmt.Errorf("testimage: unknown format %q", s.Format)
 	}
+	switch s.Compression {
+	case "":
+	case "gzip", "zstd", "mixed":
+		if s.Format != archive.FormatOCI {
+			return nil, fmt.Errorf("testimage: Compression %q needs FormatOCI", s.Compression)
+		}
+	default:
+		return nil, fmt.Errorf("testimage: unknown compression %q", s.Compression)
+	}
 	if s.Tag != "" {
 		named, err := reference.ParseNormalizedNamed(s.Tag)
 		if err != nil {
@@ -183,6 +200,51 @@ type layerInfo struct {
 	diffID digest.Digest
 	size   int64
 	v1ID   string // legacy docker-archive layer directory name
+	// blob is the compressed layer (Compression), its media type's suffix.
+	blob     []byte
+	blobType string
+}
+
+// blobDigest is the layer blob's digest: the diff ID when uncompressed.
+func (l layerInfo) blobDigest() digest.Digest {
+	if l.blob == nil {
+		return l.diffID
+	}
+	return digest.FromBytes(l.blob)
+}
+
+func (l layerInfo) blobSize() int64 {
+	if l.blob == nil {
+		return l.size
+	}
+	return int64(len(l.blob))
+}
+
+// compressLayer makes layer i's blob, deterministically.
+func (s *spec) compressLayer(i int) ([]byte, string, error) {
+	kind := s.Compression
+	if kind == "mixed" {
+		kind = [2]string{"gzip", "zstd"}[i%2]
+	}
+	var buf bytes.Buffer
+	var w io.WriteCloser
+	switch kind {
+	case "gzip":
+		w = gzip.NewWriter(&buf) // no name, no time: the same bytes every run
+	case "zstd":
+		z, err := zstd.NewWriter(&buf, zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			return nil, "", err
+		}
+		w = z
+	}
+	if err := s.writeLayer(w, i); err != nil {
+		return nil, "", err
+	}
+	if err := w.Close(); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), kind, nil
 }
 
 // Write streams the archive to w and returns what it wrote.
@@ -205,6 +267,11 @@ func Write(w io.Writer, o Options) (Result, error) {
 		id := sha256.Sum256([]byte(d.String() + "\n" + parent))
 		layers[i] = layerInfo{diffID: d, size: cw.n, v1ID: hex.EncodeToString(id[:])}
 		parent = layers[i].v1ID
+		if s.Compression != "" {
+			if layers[i].blob, layers[i].blobType, err = s.compressLayer(i); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 	cfg, err := s.configJSON(layers)
 	if err != nil {
@@ -581,8 +648,12 @@ func (a *archiveWriter) writeOCI() error {
 	}
 	dm := []dockerManifestEntry{{Config: blobs + a.cfgDigest.Encoded(), RepoTags: a.repoTags()}}
 	for _, l := range a.layers {
-		man.Layers = append(man.Layers, descriptor{MediaType: mediaTypeLayer, Digest: l.diffID, Size: l.size})
-		dm[0].Layers = append(dm[0].Layers, blobs+l.diffID.Encoded())
+		mt := mediaTypeLayer
+		if l.blobType != "" {
+			mt += "+" + l.blobType
+		}
+		man.Layers = append(man.Layers, descriptor{MediaType: mt, Digest: l.blobDigest(), Size: l.blobSize()})
+		dm[0].Layers = append(dm[0].Layers, blobs+l.blobDigest().Encoded())
 	}
 	mj, err := json.Marshal(man)
 	if err != nil {
@@ -629,10 +700,16 @@ func (a *archiveWriter) writeOCI() error {
 	}
 	seen := map[digest.Digest]bool{}
 	for i, l := range a.layers {
-		if seen[l.diffID] {
+		if seen[l.blobDigest()] {
 			continue
 		}
-		seen[l.diffID] = true
+		seen[l.blobDigest()] = true
+		if l.blob != nil {
+			if err := a.file(blobs+l.blobDigest().Encoded(), l.blob); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := a.layer(blobs+l.diffID.Encoded(), i); err != nil {
 			return err
 		}

@@ -293,3 +293,31 @@ func TestInvalidOptions(t *testing.T) {
 func sameDiffIDs(layers []archive.Layer, diffIDs []digest.Digest) bool {
 	return slices.EqualFunc(layers, diffIDs, func(l archive.Layer, d digest.Digest) bool { return l.DiffID == d })
 }
+
+// Compressed OCI layers: the blobs are gzip/zstd of the layer tars, named
+// by their own digest, described with the compressed media types; the
+// config's diff IDs are the uncompressed tars'.
+func TestCompressedOCILayers(t *testing.T) {
+	data, res, err := testimage.Bytes(testimage.Options{Format: archive.FormatOCI, Compression: "mixed", Layers: 3, Seed: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := archive.Read(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("archive.Read: %v", err)
+	}
+	ls := info.Images[0].Layers
+	if len(ls) != 3 {
+		t.Fatalf("%d layers", len(ls))
+	}
+	for i, l := range ls {
+		want := [2]string{"gzip", "zstd"}[i%2]
+		if !strings.HasSuffix(l.MediaType, "+"+want) || l.Digest == l.DiffID || l.DiffID != res.DiffIDs[i] {
+			t.Errorf("layer %d: %+v, want a %s blob whose digest is not its diff ID %s", i, l, want, res.DiffIDs[i])
+		}
+	}
+	again, _, _ := testimage.Bytes(testimage.Options{Format: archive.FormatOCI, Compression: "mixed", Layers: 3, Seed: 9})
+	if !bytes.Equal(data, again) {
+		t.Error("compressed archives are not deterministic")
+	}
+}
