@@ -10,11 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/versions"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
-	"github.com/docker/docker/pkg/jsonmessage"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/versions"
 
 	ourerr "github.com/imgcache/imgcache/errdefs"
 )
@@ -40,7 +38,7 @@ type Bridge struct {
 // …), negotiates the API version and checks that the daemon answers. The
 // error wraps errdefs.ErrDaemon and says how to fix it.
 func Connect(ctx context.Context) (*Bridge, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w (check DOCKER_HOST)", ourerr.ErrDaemon, err)
 	}
@@ -48,13 +46,19 @@ func Connect(ctx context.Context) (*Bridge, error) {
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	// One round trip: the ping negotiates the API version.
-	p, err := cli.Ping(pctx)
+	p, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true})
 	if err != nil {
 		cli.Close()
+		if p.APIVersion != "" && versions.LessThan(p.APIVersion, MinAPIVersion) {
+			return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %q; imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, p.APIVersion, MinAPIVersion)
+		}
 		return nil, fmt.Errorf("%w: %s (%s)", ourerr.ErrDaemon, daemonCause(err, b.host), startHint)
 	}
-	cli.NegotiateAPIVersionPing(p)
 	b.api = cli.ClientVersion()
+	if p.APIVersion == "" || versions.LessThan(p.APIVersion, MinAPIVersion) {
+		cli.Close()
+		return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %q; imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, p.APIVersion, MinAPIVersion)
+	}
 	if p.APIVersion == "" || versions.LessThan(p.APIVersion, MinAPIVersion) {
 		cli.Close()
 		return nil, fmt.Errorf("%w: the Docker daemon at %s speaks API %q; imgcache needs API %s (Docker 20.10) or newer: upgrade Docker", ourerr.ErrDaemon, b.host, p.APIVersion, MinAPIVersion)
@@ -74,7 +78,7 @@ func (b *Bridge) Platform(ctx context.Context) (os, arch string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.arch == "" {
-		v, err := b.cli.ServerVersion(ctx)
+		v, err := b.cli.ServerVersion(ctx, client.ServerVersionOptions{})
 		if err != nil {
 			return "", "", b.wrap(err, "docker version")
 		}
@@ -115,7 +119,8 @@ func (b *Bridge) Has(ctx context.Context, id string) (bool, error) {
 
 // Tag tags the image id as ref.
 func (b *Bridge) Tag(ctx context.Context, id, ref string) error {
-	return b.wrap(b.cli.ImageTag(ctx, id, ref), "tag "+id+" as "+ref)
+	_, err := b.cli.ImageTag(ctx, client.ImageTagOptions{Source: id, Target: ref})
+	return b.wrap(err, "tag "+id+" as "+ref)
 }
 
 // Load streams a docker-archive or OCI tar into the daemon. body should be a
@@ -128,13 +133,13 @@ func (b *Bridge) Load(ctx context.Context, body io.Reader) ([]string, error) {
 	var bodyErr error
 	resp, err := b.cli.ImageLoad(ctx, &errTrap{r: body, err: &bodyErr}, client.ImageLoadWithQuiet(true))
 	if bodyErr != nil {
-		if resp.Body != nil {
-			resp.Body.Close()
+		if err == nil && resp != nil {
+			resp.Close()
 		}
 		return nil, bodyErr
 	}
 	if err != nil {
-		if errdefs.IsSystem(err) || errdefs.IsUnknown(err) {
+		if cerrdefs.IsInternal(err) || cerrdefs.IsUnknown(err) {
 			// The whole verified body went out and the engine answered
 			// with an error: it refused the image. (Podman answers 500
 			// where Docker answers 400 for an archive it cannot read.)
@@ -142,8 +147,8 @@ func (b *Bridge) Load(ctx context.Context, body io.Reader) ([]string, error) {
 		}
 		return nil, b.wrap(err, "load image")
 	}
-	defer resp.Body.Close()
-	loaded, err := drainMessages(resp.Body)
+	defer resp.Close()
+	loaded, err := drainMessages(resp)
 	if err != nil {
 		if bodyErr != nil {
 			return nil, bodyErr
@@ -179,7 +184,7 @@ func drainMessages(r io.Reader) ([]string, error) {
 	dec := json.NewDecoder(r)
 	var loaded []string
 	for {
-		var m jsonmessage.JSONMessage
+		var m message
 		if err := dec.Decode(&m); err == io.EOF {
 			return loaded, nil
 		} else if err != nil {
@@ -188,7 +193,7 @@ func drainMessages(r io.Reader) ([]string, error) {
 		if m.Error != nil && m.Error.Message != "" {
 			return nil, errors.New(m.Error.Message)
 		}
-		if m.ErrorMessage != "" { //nolint:staticcheck // older daemons send only this
+		if m.ErrorMessage != "" {
 			return nil, errors.New(m.ErrorMessage)
 		}
 		for _, line := range strings.Split(m.Stream, "\n") {
@@ -199,6 +204,20 @@ func drainMessages(r io.Reader) ([]string, error) {
 			}
 		}
 	}
+}
+
+// message is one line of the Engine API's JSON message stream (load,
+// build): what jsonmessage decoded, with the "error" field older daemons
+// send alone.
+type message struct {
+	Stream string `json:"stream"`
+	Status string `json:"status"`
+	ID     string `json:"id"`
+	Error  *struct {
+		Message string `json:"message"`
+	} `json:"errorDetail"`
+	ErrorMessage string           `json:"error"`
+	Aux          *json.RawMessage `json:"aux"`
 }
 
 // Save streams the image ref out of the daemon as a tar.
@@ -213,7 +232,7 @@ func (b *Bridge) Save(ctx context.Context, ref string) (io.ReadCloser, error) {
 // Remove untags or deletes ref without force: an image a container uses is a
 // conflict (errdefs.ErrRejected), never removed.
 func (b *Bridge) Remove(ctx context.Context, ref string) error {
-	_, err := b.cli.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	_, err := b.cli.ImageRemove(ctx, ref, client.ImageRemoveOptions{PruneChildren: true})
 	return b.wrap(err, "remove image "+ref)
 }
 
@@ -222,9 +241,9 @@ func (b *Bridge) wrap(err error, what string) error {
 	switch {
 	case err == nil:
 		return nil
-	case errdefs.IsNotFound(err):
+	case cerrdefs.IsNotFound(err):
 		return fmt.Errorf("%s: %w: %w", what, ourerr.ErrNotFound, err)
-	case errdefs.IsConflict(err), errdefs.IsInvalidParameter(err), errdefs.IsForbidden(err):
+	case cerrdefs.IsConflict(err), cerrdefs.IsInvalidArgument(err), cerrdefs.IsPermissionDenied(err):
 		return fmt.Errorf("%s: %w: %w", what, ourerr.ErrRejected, err)
 	case client.IsErrConnectionFailed(err), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w: %s (%s)", what, ourerr.ErrDaemon, daemonCause(err, b.host), startHint)
@@ -254,12 +273,12 @@ type ImageSummary struct {
 
 // Images lists the engine's tagged images (not intermediate ones).
 func (b *Bridge) Images(ctx context.Context) ([]ImageSummary, error) {
-	list, err := b.cli.ImageList(ctx, image.ListOptions{})
+	list, err := b.cli.ImageList(ctx, client.ImageListOptions{})
 	if err != nil {
 		return nil, b.wrap(err, "list images")
 	}
-	out := make([]ImageSummary, 0, len(list))
-	for _, s := range list {
+	out := make([]ImageSummary, 0, len(list.Items))
+	for _, s := range list.Items {
 		out = append(out, ImageSummary{ID: s.ID, RepoTags: s.RepoTags, Size: s.Size})
 	}
 	return out, nil
@@ -273,12 +292,12 @@ func (b *Bridge) DataRoot(ctx context.Context) (string, error) {
 	if !strings.HasPrefix(b.host, "unix://") {
 		return "", fmt.Errorf("%w: the Docker daemon is at %s, not on a local socket: its data root is not on this host, so its free space cannot be measured here (run imgcache on the daemon's host)", ourerr.ErrInvalid, b.host)
 	}
-	info, err := b.cli.Info(ctx)
+	res, err := b.cli.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return "", b.wrap(err, "docker info")
 	}
-	if info.DockerRootDir == "" {
+	if res.Info.DockerRootDir == "" {
 		return "", fmt.Errorf("%w: the engine at %s does not report its data root (docker info: DockerRootDir)", ourerr.ErrInvalid, b.host)
 	}
-	return info.DockerRootDir, nil
+	return res.Info.DockerRootDir, nil
 }

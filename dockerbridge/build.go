@@ -9,9 +9,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/client"
 
 	ourerr "github.com/imgcache/imgcache/errdefs"
 )
@@ -51,7 +50,7 @@ func (b *Bridge) Build(ctx context.Context, contextTar io.Reader, opts BuildOpti
 		progress = io.Discard
 	}
 	var bodyErr error
-	resp, err := b.cli.ImageBuild(ctx, &errTrap{r: contextTar, err: &bodyErr}, build.ImageBuildOptions{
+	resp, err := b.cli.ImageBuild(ctx, &errTrap{r: contextTar, err: &bodyErr}, client.ImageBuildOptions{
 		Tags:        opts.Tags,
 		Dockerfile:  opts.Dockerfile,
 		BuildArgs:   opts.BuildArgs,
@@ -129,7 +128,7 @@ func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
 		}
 	}
 	for {
-		var m jsonmessage.JSONMessage
+		var m message
 		if err := dec.Decode(&m); err == io.EOF {
 			break
 		} else if err != nil {
@@ -146,7 +145,7 @@ func decodeBuild(r io.Reader, progress io.Writer) (string, error) {
 			}
 			fmt.Fprintln(progress, s)
 		}
-		msg := m.ErrorMessage //nolint:staticcheck // older daemons send only this
+		msg := m.ErrorMessage
 		if m.Error != nil && m.Error.Message != "" {
 			msg = m.Error.Message
 		}

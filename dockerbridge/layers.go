@@ -4,7 +4,7 @@ import (
 	"context"
 	"strings"
 
-	"github.com/docker/docker/api/types/image"
+	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 )
@@ -52,12 +52,12 @@ func (b *Bridge) Layers(ctx context.Context) (Layers, error) {
 	if !l.Partial {
 		return l, nil
 	}
-	imgs, err := b.cli.ImageList(ctx, image.ListOptions{All: true})
+	imgs, err := b.cli.ImageList(ctx, client.ImageListOptions{All: true})
 	if err != nil {
 		return Layers{}, b.wrap(err, "list images")
 	}
 	l.Chains = map[digest.Digest]bool{}
-	for _, s := range imgs {
+	for _, s := range imgs.Items {
 		r, err := b.cli.ImageInspect(ctx, s.ID)
 		if err != nil {
 			continue // removed meanwhile: it holds nothing now
@@ -84,7 +84,7 @@ func (b *Bridge) store(ctx context.Context) (string, error) {
 	if b.storeKind != "" {
 		return b.storeKind, nil
 	}
-	v, err := b.cli.ServerVersion(ctx)
+	v, err := b.cli.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
 		return "", b.wrap(err, "docker version")
 	}
@@ -95,12 +95,12 @@ func (b *Bridge) store(ctx context.Context) (string, error) {
 			return b.storeKind, nil
 		}
 	}
-	info, err := b.cli.Info(ctx)
+	res, err := b.cli.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return "", b.wrap(err, "docker info")
 	}
 	b.storeKind = StoreClassic
-	for _, kv := range info.DriverStatus {
+	for _, kv := range res.Info.DriverStatus {
 		if kv[0] == "driver-type" && strings.Contains(kv[1], "containerd.snapshotter") {
 			b.storeKind = StoreContainerd
 		}
