@@ -14,6 +14,10 @@ build:
 dockerd:
     scripts/dockerd.sh
 
+# An OCI registry on 127.0.0.1:5000 for the fleet tier (installs docker-registry when missing); prints its address.
+registry:
+    scripts/registry.sh
+
 # Set up and run the main job: daemon, build, make an image, put, ls, get.
 demo:
     scripts/demo.sh
