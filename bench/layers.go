@@ -18,9 +18,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 )
 
 // The layer benchmark (-layers): two builder images that share a base made
@@ -162,7 +161,7 @@ func ensurePair(ctx context.Context) ([]pairImage, error) {
 		log("importing the base from %s", *basePaths)
 		pr, pw := io.Pipe()
 		go func() { pw.CloseWithError(writeRootfs(pw, strings.Split(*basePaths, ","))) }()
-		rc, err := cli.ImageImport(ctx, image.ImportSource{Source: pr, SourceName: "-"}, tagBase, image.ImportOptions{})
+		rc, err := cli.ImageImport(ctx, client.ImageImportSource{Source: pr, SourceName: "-"}, tagBase, client.ImageImportOptions{})
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +218,7 @@ func buildVariant(ctx context.Context, tag string, paths []string) error {
 		pw.Write(hdr.Bytes()) // no end blocks: the rootfs tar follows and ends the stream
 		pw.CloseWithError(writeRootfs(pw, paths))
 	}()
-	resp, err := cli.ImageBuild(ctx, pr, build.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
+	resp, err := cli.ImageBuild(ctx, pr, client.ImageBuildOptions{Tags: []string{tag}, Remove: true, ForceRemove: true})
 	if err != nil {
 		return err
 	}
@@ -471,7 +470,7 @@ func layerReport(s series, f layerFacts) error {
 		rss[k] = maxRSS(s[k])
 		fmt.Printf("peak RSS %-40s %6.1f MB (target <= 100 MB)\n", k, float64(rss[k])/1e6)
 	}
-	dv, _ := cli.ServerVersion(context.Background())
+	dv, _ := cli.ServerVersion(context.Background(), client.ServerVersionOptions{})
 	doc := map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "rounds": *rounds, "docker": dv.Version, "imgcache": version,
 		"rows": rows, "stored_layered": f.StoredLayered, "stored_whole_tar": f.StoredWhole, "distinct_layers_zstd1": f.LayersAlone,

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/moby/moby/client"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -75,7 +76,7 @@ func levelSweep(bin, raw string, rawBytes int64) error {
 		return nil
 	}
 	host, _ := os.Hostname()
-	dv, _ := cli.ServerVersion(context.Background())
+	dv, _ := cli.ServerVersion(context.Background(), client.ServerVersionOptions{})
 	doc := map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "host": host, "cpus": runtime.NumCPU(), "go": runtime.Version(),
 		"docker": dv.Version, "imgcache": version, "raw_bytes": rawBytes, "rounds": *rounds, "levels": res,

@@ -28,10 +28,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 )
 
 const benchTag = "imgcache-bench/usr:latest"
@@ -94,8 +91,11 @@ var (
 
 func run(ctx context.Context) error {
 	var err error
-	cli, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err = client.New(client.FromEnv)
 	if err != nil {
+		return err
+	}
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(*work, 0o755); err != nil {
@@ -285,17 +285,20 @@ func measure(args ...string) (sample, error) {
 }
 
 func removeImage(ctx context.Context, id string) {
-	cli.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+	cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 }
 
-func retag(ctx context.Context, id string) { cli.ImageTag(ctx, id, benchTag) }
+func retag(ctx context.Context, id string) {
+	cli.ImageTag(ctx, client.ImageTagOptions{Source: id, Target: benchTag})
+}
 
 func countLoads(ctx context.Context, since, until time.Time) int {
-	msgs, errs := cli.Events(ctx, events.ListOptions{
+	res := cli.Events(ctx, client.EventsListOptions{
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
 		Until:   fmt.Sprintf("%d.%09d", until.Unix(), until.Nanosecond()),
-		Filters: filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "load")),
+		Filters: make(client.Filters).Add("type", "image").Add("event", "load"),
 	})
+	msgs, errs := res.Messages, res.Err
 	n := 0
 	for {
 		select {
@@ -347,13 +350,13 @@ func ensureImage(ctx context.Context, raw string) error {
 		if err != nil {
 			return err
 		}
-		io.Copy(io.Discard, resp.Body)
-		return resp.Body.Close()
+		io.Copy(io.Discard, resp)
+		return resp.Close()
 	}
 	log("building the benchmark image from %s", *paths)
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeRootfs(pw, strings.Split(*paths, ","))) }()
-	rc, err := cli.ImageImport(ctx, image.ImportSource{Source: pr, SourceName: "-"}, benchTag, image.ImportOptions{})
+	rc, err := cli.ImageImport(ctx, client.ImageImportSource{Source: pr, SourceName: "-"}, benchTag, client.ImageImportOptions{})
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
@@ -484,7 +487,7 @@ func report(s series, rawBytes, stored int64) {
 			float64(rawBytes)/1e6/median(ips), float64(rawBytes)/1e6/median(s["zstd -1 -T0"]), float64(rawBytes)/1e6/median(s["sha256sum"]))
 	}
 	host, _ := os.Hostname()
-	dv, _ := cli.ServerVersion(context.Background())
+	dv, _ := cli.ServerVersion(context.Background(), client.ServerVersionOptions{})
 	doc := map[string]any{
 		"date": time.Now().UTC().Format(time.RFC3339), "host": host, "cpus": runtime.NumCPU(), "go": runtime.Version(),
 		"docker": dv.Version, "docker_api": dv.APIVersion, "raw_bytes": rawBytes, "stored_bytes": stored, "storage_ratio": ratio,

@@ -10,8 +10,7 @@ import (
 	"testing"
 	"time"
 
-	dockerimage "github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/imgcache/imgcache/internal/testimage"
 )
@@ -70,7 +69,7 @@ func removeExampleImages() {
 	if len(exampleImages) == 0 {
 		return
 	}
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return
 	}
@@ -78,6 +77,6 @@ func removeExampleImages() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, id := range exampleImages {
-		cli.ImageRemove(ctx, id, dockerimage.RemoveOptions{Force: true, PruneChildren: true})
+		cli.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 	}
 }

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
+	"github.com/moby/moby/client"
 
 	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/internal/testimage"
@@ -108,14 +107,14 @@ func removeBuilt(t *testing.T, dir string, names ...string) {
 			}
 		}
 		for _, n := range names {
-			imgs, err := docker.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(
-				filters.Arg("reference", "imgcache/"+n), filters.Arg("label", "org.imgcache.base.digest"))})
+			imgs, err := docker.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).
+				Add("reference", "imgcache/"+n).Add("label", "org.imgcache.base.digest")})
 			if err != nil {
 				continue
 			}
-			for _, im := range imgs {
+			for _, im := range imgs.Items {
 				if mine[im.Labels["org.imgcache.base.digest"]] {
-					docker.ImageRemove(ctx, im.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+					docker.ImageRemove(ctx, im.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 				}
 			}
 		}
@@ -136,9 +135,9 @@ func removeBuilt(t *testing.T, dir string, names ...string) {
 		// A failed build leaves the images of the steps that succeeded (the
 		// daemon's build cache), untagged children of ours: remove them, leaves
 		// first (their untagged parents go with them).
-		if all, err := docker.ImageList(ctx, image.ListOptions{All: true}); err == nil {
+		if all, err := docker.ImageList(ctx, client.ImageListOptions{All: true}); err == nil {
 			kids := map[string][]string{}
-			for _, im := range all {
+			for _, im := range all.Items {
 				kids[im.ParentID] = append(kids[im.ParentID], im.ID)
 			}
 			var leaves []string
@@ -155,11 +154,11 @@ func removeBuilt(t *testing.T, dir string, names ...string) {
 				walk(id)
 			}
 			for _, id := range leaves {
-				docker.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+				docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 			}
 		}
 		for id := range ours {
-			docker.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+			docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 		}
 	})
 }
@@ -167,12 +166,12 @@ func removeBuilt(t *testing.T, dir string, names ...string) {
 // tagsOf lists the daemon's tags of the repository imgcache/<name>.
 func tagsOf(t *testing.T, name string) []string {
 	t.Helper()
-	imgs, err := docker.ImageList(context.Background(), image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", "imgcache/"+name))})
+	imgs, err := docker.ImageList(context.Background(), client.ImageListOptions{Filters: make(client.Filters).Add("reference", "imgcache/"+name)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var tags []string
-	for _, im := range imgs {
+	for _, im := range imgs.Items {
 		tags = append(tags, im.RepoTags...)
 	}
 	return tags
@@ -700,7 +699,7 @@ func TestGetBuildLostBlob(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(e.Digest, "sha256:")+".tar.zst")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := docker.ImageRemove(context.Background(), e.ImageID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+	if _, err := docker.ImageRemove(context.Background(), e.ImageID, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
 		t.Fatal(err)
 	}
 	if r := imgcache(t, dir, nil, "get", capyGCC); r.code != 3 {

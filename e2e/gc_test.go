@@ -13,7 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/imgcache/imgcache/internal/testimage"
 )
@@ -169,11 +170,11 @@ func TestGCDockerUntagsButNeverForces(t *testing.T) {
 	refB := must(t, dir, "get", "capy-ubuntu-25.04-used")
 	// A container (created, never started: the image has no binaries) uses B.
 	ctx := context.Background()
-	c, err := docker.ContainerCreate(ctx, &container.Config{Image: refB, Cmd: []string{"/nothing"}}, nil, nil, nil, "")
+	c, err := docker.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: refB, Cmd: []string{"/nothing"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}) })
+	t.Cleanup(func() { docker.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}) })
 	// Drop the archives' own tags so imgcache's are the last ones.
 	for _, id := range []string{a.ImageID.String(), b.ImageID.String()} {
 		info, _ := docker.ImageInspect(ctx, id)

@@ -431,8 +431,8 @@ func TestDockerAcceptsTamperedArchive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			io.Copy(io.Discard, resp)
+			resp.Close()
 			if !inDaemon(t, img.ImageID.String()) || !inDaemon(t, "evil/retagged:latest") {
 				t.Fatalf("docker load refused the retagged archive; the tamper test proves less than it claims")
 			}
@@ -445,8 +445,8 @@ func TestDockerAcceptsTamperedArchive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		io.Copy(io.Discard, resp)
+		resp.Close()
 		if !inDaemon(t, img.ImageID.String()) {
 			t.Fatalf("docker load refused an archive with an edited repositories file")
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/moby/moby/client"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,7 +197,7 @@ func TestGitLabCustomExecutor(t *testing.T) {
 	if out, code := runRecipe(t, env, "../contrib/gitlab-runner/cleanup.sh"); code != 0 {
 		t.Fatalf("cleanup: exit %d\n%s", code, out)
 	}
-	if _, err := docker.ContainerInspect(context.Background(), container); err == nil {
+	if _, err := docker.ContainerInspect(context.Background(), container, client.ContainerInspectOptions{}); err == nil {
 		t.Fatalf("cleanup left container %s", container)
 	}
 

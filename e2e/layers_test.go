@@ -15,9 +15,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/moby/moby/client"
+	"github.com/moby/moby/client/pkg/jsonmessage"
 
 	"github.com/imgcache/imgcache/internal/testimage"
 )
@@ -62,7 +61,7 @@ func importBusybox(t *testing.T, repo string, applets []string, files map[string
 	}
 	tw.Close()
 	ref := fmt.Sprintf("%s:%d", repo, seed.Add(1))
-	rc, err := docker.ImageImport(context.Background(), image.ImportSource{Source: &buf, SourceName: "-"}, ref, image.ImportOptions{})
+	rc, err := docker.ImageImport(context.Background(), client.ImageImportSource{Source: &buf, SourceName: "-"}, ref, client.ImageImportOptions{})
 	if err != nil {
 		t.Fatalf("docker import: %v", err)
 	}
@@ -97,7 +96,7 @@ func buildVariant(t *testing.T, base, file string, n int) (string, string) {
 	tw.Write(data)
 	tw.Close()
 	ref := fmt.Sprintf("imgcache-e2e/layers-variant:%d", s)
-	resp, err := docker.ImageBuild(context.Background(), &buf, build.ImageBuildOptions{Tags: []string{ref}, Remove: true, ForceRemove: true})
+	resp, err := docker.ImageBuild(context.Background(), &buf, client.ImageBuildOptions{Tags: []string{ref}, Remove: true, ForceRemove: true})
 	if err != nil {
 		t.Fatalf("docker build: %v", err)
 	}
@@ -282,8 +281,8 @@ func TestLayersExportByteIdentical(t *testing.T) {
 	tarA, _ := buildVariant(t, base, "a.dat", 256<<10)
 	_, _ = buildVariant(t, base, "b.dat", 256<<10)
 	refs := []string{}
-	imgs, _ := docker.ImageList(context.Background(), image.ListOptions{})
-	for _, im := range imgs {
+	imgs, _ := docker.ImageList(context.Background(), client.ImageListOptions{})
+	for _, im := range imgs.Items {
 		for _, tag := range im.RepoTags {
 			if strings.HasPrefix(tag, "imgcache-e2e/layers-variant:") {
 				refs = append(refs, tag)

@@ -13,10 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/client"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/client"
 
 	"github.com/imgcache/imgcache/internal/testimage"
 )
@@ -62,10 +60,10 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build imgcache:", err)
 		return 1
 	}
-	docker, dockerErr = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, dockerErr = client.New(client.FromEnv)
 	if dockerErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, dockerErr = docker.Ping(ctx)
+		_, dockerErr = docker.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 		cancel()
 	}
 	seed.Store(time.Now().UnixNano())
@@ -93,7 +91,7 @@ var engine string
 func detectEngine() (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := docker.ServerVersion(ctx)
+	v, err := docker.ServerVersion(ctx, client.ServerVersionOptions{})
 	if err != nil {
 		return "", err
 	}
@@ -215,7 +213,7 @@ func removeImage(id string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	docker.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+	docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 }
 
 // inDaemon reports whether the daemon holds the image id or reference.
@@ -225,7 +223,7 @@ func inDaemon(t *testing.T, ref string) bool {
 	if err == nil {
 		return true
 	}
-	if client.IsErrNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return false
 	}
 	t.Fatalf("inspect %s: %v", ref, err)
@@ -243,11 +241,12 @@ func loadsBetween(t *testing.T, id string, since, until time.Time) int {
 	if onPodman() { // Podman 4.3 answers a fractional since/until with no events: whole seconds
 		from, to = fmt.Sprint(since.Unix()), fmt.Sprint(until.Unix()+1)
 	}
-	msgs, errs := docker.Events(ctx, events.ListOptions{
+	res := docker.Events(ctx, client.EventsListOptions{
 		Since:   from,
 		Until:   to,
 		Filters: loadFilter(id),
 	})
+	msgs, errs := res.Messages, res.Err
 	n := 0
 	for {
 		select {
@@ -265,7 +264,7 @@ func loadsBetween(t *testing.T, id string, since, until time.Time) int {
 	}
 }
 
-var imageRemoveOpts = image.RemoveOptions{}
+var imageRemoveOpts = client.ImageRemoveOptions{}
 
 // eventWindowStart is the start of a window of load events: now, but on
 // Podman (whole-second windows, no image IDs) at the next full second, so
@@ -281,11 +280,11 @@ func eventWindowStart() time.Time {
 // events name a load "loadfromarchive" and carry no image ID (its actor is
 // the temporary archive), so there every load in the window counts: the
 // Podman pass runs alone on its engine.
-func loadFilter(id string) filters.Args {
+func loadFilter(id string) client.Filters {
 	if onPodman() {
-		return filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "loadfromarchive"))
+		return make(client.Filters).Add("type", "image").Add("event", "loadfromarchive")
 	}
-	return filters.NewArgs(filters.Arg("type", "image"), filters.Arg("event", "load"), filters.Arg("image", id))
+	return make(client.Filters).Add("type", "image").Add("event", "load").Add("image", id)
 }
 
 // wholeTarDir is a new cache directory of the whole-tar schema (manifest

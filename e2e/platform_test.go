@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imgcache/imgcache/internal/testimage"
@@ -65,21 +66,21 @@ func TestGetPlatformEmulated(t *testing.T) {
 // returns its output.
 func runPlatform(ref string, p *ocispec.Platform, args ...string) (string, error) {
 	ctx := context.Background()
-	c, err := docker.ContainerCreate(ctx, &container.Config{Image: ref, Cmd: args}, nil, nil, p, "")
+	c, err := docker.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: ref, Cmd: args}, Platform: p})
 	if err != nil {
 		return "", err
 	}
-	defer docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-	if err := docker.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+	defer docker.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true})
+	if _, err := docker.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 		return "", err
 	}
-	waitC, errC := docker.ContainerWait(ctx, c.ID, container.WaitConditionNotRunning)
+	wait := docker.ContainerWait(ctx, c.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	select {
-	case <-waitC:
-	case err := <-errC:
+	case <-wait.Result:
+	case err := <-wait.Error:
 		return "", err
 	}
-	logs, err := docker.ContainerLogs(ctx, c.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	logs, err := docker.ContainerLogs(ctx, c.ID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return "", err
 	}
