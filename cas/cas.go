@@ -205,17 +205,10 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("ingest: compress: %w", fsutil.Classify(err))
 	}
-	if err := tmp.f.Sync(); err != nil {
-		return nil, fmt.Errorf("ingest: fsync %s: %w", tmp.f.Name(), fsutil.Classify(err))
-	}
-	fi, err := tmp.f.Stat()
+	fi, err := tmp.seal()
 	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
+		return nil, err
 	}
-	if err := tmp.f.Close(); err != nil {
-		return nil, fmt.Errorf("ingest: close %s: %w", tmp.f.Name(), fsutil.Classify(err))
-	}
-	tmp.f = nil
 	info := Info{Digest: h.Digest(), Size: n, Stored: fi.Size(), ModTime: fi.ModTime()}
 	if check != nil {
 		if err := check(info); err != nil {
@@ -277,17 +270,10 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 	case got.d != want:
 		return nil, fmt.Errorf("%w: blob %s holds content of sha256 %s", errdefs.ErrIntegrity, want, got.d)
 	}
-	if err := tmp.f.Sync(); err != nil {
-		return nil, fmt.Errorf("ingest: fsync %s: %w", tmp.f.Name(), fsutil.Classify(err))
-	}
-	fi, err := tmp.f.Stat()
+	fi, err := tmp.seal()
 	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
+		return nil, err
 	}
-	if err := tmp.f.Close(); err != nil {
-		return nil, fmt.Errorf("ingest: close %s: %w", tmp.f.Name(), fsutil.Classify(err))
-	}
-	tmp.f = nil
 	return s.publish(ctx, tmp, Info{Digest: want, Size: got.n, Stored: fi.Size(), ModTime: fi.ModTime()})
 }
 
@@ -392,6 +378,22 @@ func (s *Store) newTemp(ctx context.Context) (*tempFile, error) {
 		return nil, fmt.Errorf("ingest: create temp file in %s: %w", s.tmpDir(), fsutil.Classify(err))
 	}
 	return &tempFile{path: p, f: f, lock: lock}, nil
+}
+
+// seal makes the written temp file durable and closes it.
+func (t *tempFile) seal() (fs.FileInfo, error) {
+	if err := t.f.Sync(); err != nil {
+		return nil, fmt.Errorf("ingest: fsync %s: %w", t.f.Name(), fsutil.Classify(err))
+	}
+	fi, err := t.f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	if err := t.f.Close(); err != nil {
+		return nil, fmt.Errorf("ingest: close %s: %w", t.f.Name(), fsutil.Classify(err))
+	}
+	t.f = nil
+	return fi, nil
 }
 
 // discard removes the temp file unless it was published, then its lock.

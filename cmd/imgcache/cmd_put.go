@@ -68,15 +68,7 @@ func (c *putCmd) Run(e *env) error {
 	if err := autoGC(e, ca); err != nil {
 		return err
 	}
-	if c.JSON {
-		err = printJSON(e.stdout, putJSON(res))
-	} else {
-		_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
-	}
-	if err != nil {
-		return err
-	}
-	return e.strictRemote(res.PushErr)
+	return printPut(e, res, c.JSON)
 }
 
 type saveCmd struct {
@@ -101,7 +93,14 @@ func (c *saveCmd) Run(e *env) error {
 	if err := autoGC(e, ca); err != nil {
 		return err
 	}
-	if c.JSON {
+	return printPut(e, res, c.JSON)
+}
+
+// printPut prints what put and save stored (the digest, or --json), then
+// reports a failed write-back push under --strict-remote.
+func printPut(e *env, res *cache.PutResult, asJSON bool) error {
+	var err error
+	if asJSON {
 		err = printJSON(e.stdout, putJSON(res))
 	} else {
 		_, err = fmt.Fprintln(e.stdout, res.Entry.Digest)
