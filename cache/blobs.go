@@ -29,9 +29,9 @@ type BlobReader interface {
 
 // BlobProvider opens stored blobs.
 type BlobProvider interface {
-	// Open returns a verifying reader, or an error wrapping
-	// errdefs.ErrNotFound.
-	Open(d digest.Digest) (BlobReader, error)
+	// Open returns a verifying reader (unless cas.SkipHash), or an error
+	// wrapping errdefs.ErrNotFound.
+	Open(d digest.Digest, opts ...cas.ReadOption) (BlobReader, error)
 	// Stat reports the stored blob, or an error wrapping errdefs.ErrNotFound.
 	Stat(d digest.Digest) (cas.Info, error)
 	// OpenStored opens the stored bytes, unverified: one zstd stream of
@@ -99,8 +99,8 @@ func (b casBlobs) OpenStored(d digest.Digest) (io.ReadCloser, error) {
 	return f, nil
 }
 
-func (b casBlobs) Open(d digest.Digest) (BlobReader, error) {
-	r, err := b.Store.Open(d)
+func (b casBlobs) Open(d digest.Digest, opts ...cas.ReadOption) (BlobReader, error) {
+	r, err := b.Store.Open(d, opts...)
 	if err != nil {
 		return nil, err
 	}

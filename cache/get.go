@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/internal/fsutil"
@@ -232,8 +233,19 @@ func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e man
 		return 0, c.blobMissing(n, e, err)
 	}
 	defer r.Close()
-	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, r), from, c.opt.HoldBackLimit)}
+	pr, pw := loadPipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(pw, r) // the blob reader's WriteTo: its frames as they come
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, pr), from, c.opt.HoldBackLimit)}
 	_, err = b.Load(ctx, body)
+	pr.CloseWithError(errLoadEnded)
+	if rerr := <-done; rerr != nil && !errors.Is(rerr, errLoadEnded) && errors.Is(rerr, errdefs.ErrIntegrity) {
+		err = rerr
+	}
 	if errors.Is(err, errdefs.ErrIntegrity) {
 		return body.n, c.quarantine(n, e, err, nothingLoaded)
 	}
@@ -259,7 +271,7 @@ func (c *Cache) headLock(ctx context.Context, e manifest.Entry, exclusive bool) 
 
 // verifyBlob re-hashes the blob; on mismatch it quarantines it.
 func (c *Cache) verifyBlob(ctx context.Context, n naming.Name, e manifest.Entry) error {
-	r, err := c.blobs.Open(e.Digest)
+	r, err := c.blobs.Open(e.Digest, cas.Parallel())
 	if err != nil {
 		return c.blobMissing(n, e, err)
 	}
@@ -333,7 +345,7 @@ func (c *Cache) export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 		c.count(func(s *Counters) { s.Exports++ })
 		return e, c.touch(ctx, n, e.Digest)
 	}
-	r, err := c.blobs.Open(e.Digest)
+	r, err := c.blobs.Open(e.Digest, cas.Parallel())
 	if err != nil {
 		return e, c.blobMissing(n, e, err)
 	}

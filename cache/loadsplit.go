@@ -13,8 +13,10 @@ import (
 	"github.com/opencontainers/image-spec/identity"
 
 	"github.com/imgcache/imgcache/archive"
+	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/bufpipe"
 	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
@@ -138,7 +140,7 @@ func missingLayer(err error, skip map[string]bool) bool {
 // manifest.json and index.json last, every byte verified before them.
 func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, skip map[string]bool) (int64, error) {
 	op := &pieceOpener{c: c}
-	pr, pw := io.Pipe()
+	pr, pw := loadPipe()
 	done := make(chan error, 1)
 	go func() {
 		err := writePartial(pw, e, skel, skip, op.open)
@@ -157,6 +159,12 @@ func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e mani
 	}
 	return body.n, nil
 }
+
+// loadPipe carries a load's body from the goroutine that reads and checks
+// the blobs to the engine's request: 16 MiB of room, so that decompressing
+// and hashing go on while the request waits for the daemon to read (a
+// synchronous io.Pipe makes them take turns).
+func loadPipe() (*bufpipe.Reader, *bufpipe.Writer) { return bufpipe.New(1<<20, 16) }
 
 // errLoadEnded stops a writer whose reader, the engine's load, is done.
 var errLoadEnded = errors.New("load ended")
@@ -244,22 +252,24 @@ func isConfig(name string, id digest.Digest) bool {
 }
 
 // loadJoined streams e's original tar, reassembled from skeleton and
-// pieces, holding back its metadata until the whole tar matched.
+// pieces, holding back its metadata until every piece before it matched
+// (the skeleton was verified when read: with its pieces it determines the
+// tar, so the whole tar is not hashed again; export does that).
 func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte) (int64, error) {
 	from := e.MetadataOffset
 	if e.Size-e.MetadataOffset > c.opt.HoldBackLimit {
 		// The metadata is far from the end: prove the pieces first.
 		op := &pieceOpener{c: c}
-		if _, err := skeleton.Join(io.Discard, bytes.NewReader(skel), op.open, skeleton.TrustOpen()); err != nil {
+		if _, err := skeleton.Join(io.Discard, bytes.NewReader(skel), op.open, skeleton.TrustOpen(), skeleton.SkipWholeDigest()); err != nil {
 			return 0, &blobError{op.last, err}
 		}
 		from = max(e.Size-c.opt.HoldBackLimit, 0)
 	}
 	op := &pieceOpener{c: c}
-	pr, pw := io.Pipe()
+	pr, pw := loadPipe()
 	done := make(chan error, 1)
 	go func() {
-		_, err := skeleton.Join(pw, bytes.NewReader(skel), op.open, skeleton.TrustOpen())
+		_, err := skeleton.Join(pw, bytes.NewReader(skel), op.open, skeleton.TrustOpen(), skeleton.SkipWholeDigest())
 		pw.CloseWithError(err)
 		done <- err
 	}()
@@ -338,13 +348,37 @@ func (c *Cache) exportSplit(ctx context.Context, n naming.Name, e manifest.Entry
 	return err
 }
 
-// joinTo reassembles e's tar into w (pieces locked by the caller).
+// joinTo reassembles e's tar into w (pieces locked by the caller). Each
+// byte is hashed once, as part of the whole tar (the pieces are
+// decompressed on all cores, not hashed one by one); on a mismatch each
+// piece is checked to name the one at fault.
 func (c *Cache) joinTo(e manifest.Entry, w io.Writer, label string) error {
+	err := c.joinOnce(e, w, label)
+	if !errors.Is(err, skeleton.ErrTarDigest) {
+		return err
+	}
+	var bad *blobError
+	errors.As(err, &bad)
+	for _, p := range e.Pieces {
+		r, oerr := c.layers.Open(p.Digest, cas.Parallel())
+		if oerr != nil {
+			return &blobError{p.Digest, oerr}
+		}
+		_, herr := r.WriteTo(io.Discard)
+		r.Close()
+		if herr != nil {
+			return &blobError{p.Digest, herr}
+		}
+	}
+	return &blobError{e.Skeleton.Digest, bad.err} // the pieces are right: the skeleton is not
+}
+
+func (c *Cache) joinOnce(e manifest.Entry, w io.Writer, label string) error {
 	skel, err := c.readSkeleton(e)
 	if err != nil {
 		return &blobError{e.Skeleton.Digest, err}
 	}
-	op := &pieceOpener{c: c}
+	op := &pieceOpener{c: c, opts: []cas.ReadOption{cas.Parallel(), cas.SkipHash()}}
 	if c.opt.Progress == nil {
 		if _, err := skeleton.Join(w, bytes.NewReader(skel), op.open, skeleton.TrustOpen()); err != nil {
 			return &blobError{op.last, err}

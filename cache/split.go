@@ -403,11 +403,12 @@ func (c *Cache) readSkeleton(e manifest.Entry) ([]byte, error) {
 type pieceOpener struct {
 	c    *Cache
 	last digest.Digest
+	opts []cas.ReadOption
 }
 
 func (o *pieceOpener) open(d digest.Digest) (io.ReadCloser, error) {
 	o.last = d
-	return o.c.layers.Open(d)
+	return o.c.layers.Open(d, o.opts...)
 }
 
 // layerLinkTarget is the link target of a split entry: its skeleton.

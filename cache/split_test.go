@@ -186,6 +186,9 @@ func TestSplitTampered(t *testing.T) {
 		{"skeleton flipped", func(e manifest.Entry) digest.Digest { return e.Skeleton.Digest }, flipByte},
 		{"own layer replaced", func(e manifest.Entry) digest.Digest { return e.Layers[1].Digest }, replaceBlob},
 		{"skeleton replaced", func(e manifest.Entry) digest.Digest { return e.Skeleton.Digest }, replaceBlob},
+		// Valid zstd of same-sized content with one byte changed: only a
+		// hash finds it (export hashes the whole tar, then each piece).
+		{"own layer rewritten", func(e manifest.Entry) digest.Digest { return e.Layers[1].Digest }, rewriteContent},
 	}
 	for _, tc := range cases {
 		for _, op := range []string{"get", "get-partial", "export"} {
@@ -231,6 +234,33 @@ func TestSplitTampered(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// rewriteContent replaces a blob by a valid zstd stream of its content
+// with one byte changed (same size).
+func rewriteContent(t *testing.T, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := zstd.NewReader(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content, err := dec.DecodeAll(raw, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content[len(content)/2] ^= 0x20
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o644)
+	if err := os.WriteFile(path, enc.EncodeAll(content, nil), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -383,7 +383,7 @@ func (c *Cache) hashBlob(ctx context.Context, store Blobs, d digest.Digest) (siz
 	if err != nil {
 		return 0, false, err
 	}
-	r, err := store.Open(d)
+	r, err := store.Open(d, cas.Parallel())
 	if err != nil {
 		lock.Release()
 		return 0, false, err

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
@@ -21,15 +20,37 @@ import (
 type Reader struct {
 	want digest.Digest
 	f    *os.File
-	dec  *zstd.Decoder
+	dec  *blobDecoder
 	h    hash.Hash
 	n    int64
 	err  error
 }
 
+// ReadOption changes how Open reads a blob.
+type ReadOption func(*readOptions)
+
+type readOptions struct{ parallel, skipHash bool }
+
+// Parallel decompresses the blob's frames on all cores: the fastest read
+// when the cores are free (export, verify). Without it one core
+// decompresses, the least CPU in all: right when another process needs the
+// cores (a load, where the daemon unpacks what it is sent).
+func Parallel() ReadOption { return func(o *readOptions) { o.parallel = true } }
+
+// SkipHash leaves the content unhashed: the caller checks a digest that
+// covers every byte (a whole tar's) and re-opens the blob without it to
+// find the culprit on a mismatch. The size, and zstd's own frame
+// checksums where present, are still checked; the reader never reports a
+// content mismatch itself.
+func SkipHash() ReadOption { return func(o *readOptions) { o.skipHash = true } }
+
 // Open returns a verifying reader of the blob for d. The error wraps
 // errdefs.ErrNotFound when there is no such blob.
-func (s *Store) Open(d digest.Digest) (*Reader, error) {
+func (s *Store) Open(d digest.Digest, opts ...ReadOption) (*Reader, error) {
+	var o readOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	p, err := s.BlobPath(d)
 	if err != nil {
 		return nil, err
@@ -41,12 +62,21 @@ func (s *Store) Open(d digest.Digest) (*Reader, error) {
 		}
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	dec, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<30))
+	var dec *blobDecoder
+	if o.parallel {
+		dec, err = newBlobDecoder(f)
+	} else {
+		dec, err = newStreamDecoder(f)
+	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	return &Reader{want: d, f: f, dec: dec, h: digest.Canonical.Hash()}, nil
+	r := &Reader{want: d, f: f, dec: dec}
+	if !o.skipHash {
+		r.h = digest.Canonical.Hash()
+	}
+	return r, nil
 }
 
 // OpenStored opens the blob's stored bytes as they are on disk: one zstd
@@ -74,47 +104,94 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.dec.Read(p)
-	r.h.Write(p[:n])
-	r.n += int64(n)
+	return n, r.account(p[:n], err)
+}
+
+// account hashes what the decoder produced and turns its error into the
+// reader's verdict: io.EOF only once the content matched the digest.
+func (r *Reader) account(b []byte, err error) error {
+	if r.h != nil {
+		r.h.Write(b)
+	}
+	r.n += int64(len(b))
 	switch {
+	case err == io.EOF && r.h == nil: // SkipHash: the caller checks
+		r.err = io.EOF
 	case err == io.EOF:
 		got := digest.NewDigest(digest.Canonical, r.h)
 		if got != r.want {
 			r.err = fmt.Errorf("blob %s: %w: content hashes to %s (%d bytes)", r.want, errdefs.ErrIntegrity, got, r.n)
-			return n, r.err
+			return r.err
 		}
 		r.err = io.EOF
 	case err != nil:
 		// A damaged zstd stream (bad frame, checksum, truncation) is an
 		// integrity failure of the blob too.
 		r.err = fmt.Errorf("blob %s: %w: cannot decompress after %d bytes: %v", r.want, errdefs.ErrIntegrity, r.n, err)
-		return n, r.err
 	}
-	return n, err
+	return r.err
 }
 
-// WriteTo streams the remaining content to w through one 1 MiB buffer of
-// its own (io.Copy's 32 KiB would cost a call per 32 KiB on a 10 GB image),
-// verifying it as Read does.
+// WriteTo streams the remaining content to w straight from the decoder's
+// frames (no copy through a buffer of its own), verifying it as Read does.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
-	buf := make([]byte, 1<<20)
+	if z := r.dec.whole(); z != nil && r.n == 0 && r.err == nil {
+		// One streaming decoder, untouched: its own WriteTo writes from
+		// its block buffers.
+		hw := &hashingWriter{r: r, w: w}
+		_, err := z.WriteTo(hw)
+		switch {
+		case hw.err != nil:
+			r.err = hw.err
+		case err != nil:
+			r.account(nil, err)
+		default:
+			r.account(nil, io.EOF)
+		}
+		if r.err == io.EOF {
+			return hw.n, nil
+		}
+		return hw.n, r.err
+	}
 	var total int64
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
+	for r.err == nil {
+		b, err := r.dec.next()
+		if err := r.account(b, err); err != nil && err != io.EOF {
+			return total, err
+		}
+		if len(b) > 0 {
+			m, werr := w.Write(b)
 			total += int64(m)
 			if werr != nil {
 				return total, werr
 			}
 		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
 	}
+	if r.err == io.EOF {
+		return total, nil
+	}
+	return total, r.err
+}
+
+// hashingWriter hashes and counts what it passes to w.
+type hashingWriter struct {
+	r   *Reader
+	w   io.Writer
+	n   int64
+	err error // w's failure
+}
+
+func (h *hashingWriter) Write(p []byte) (int, error) {
+	if h.r.h != nil {
+		h.r.h.Write(p)
+	}
+	h.r.n += int64(len(p))
+	n, err := h.w.Write(p)
+	h.n += int64(n)
+	if err != nil {
+		h.err = err
+	}
+	return n, err
 }
 
 // Size is the number of uncompressed bytes produced so far.
