@@ -31,12 +31,20 @@ var frameDecoder = sync.OnceValues(func() (*zstd.Decoder, error) {
 
 func decodeWorkers() int { return max(2, runtime.GOMAXPROCS(0)) }
 
+// Buffers for whole frames, shared by every decoder: a blob's pieces are
+// read one after another, and each reuses what the last one left.
+var (
+	frameOuts = sync.Pool{New: func() any { return make([]byte, 0, frameSize) }}
+	frameIns  = sync.Pool{New: func() any { return make([]byte, 0, frameSize+frameSize>>7+4096) }}
+)
+
 // blobDecoder decompresses a zstd stream made of independent frames
 // (what the parallel encoder writes) on several cores, in order: a
 // splitter goroutine cuts the stream into frames by their block headers,
 // each frame is decoded whole by its own goroutine, and the reader takes
-// the results in stream order. At most 2×workers frames are in flight, so
-// memory stays bounded (frames are at most maxParallelFrame).
+// the results in stream order. At most workers+2 frames are in flight (one
+// being read, workers decoded or decoding, one being cut), so memory stays
+// bounded (frames are at most maxParallelFrame, frameSize as written).
 //
 // From the first frame that is not of that kind (a bigger one, a
 // skippable frame, or bytes that are not a frame header),
@@ -46,11 +54,9 @@ type blobDecoder struct {
 	pending chan chan decoded // frames in stream order; closed at the end
 	quit    chan struct{}
 	once    sync.Once
-	outs    *sync.Pool // frame outputs
-	ins     *sync.Pool // compressed frames
 
 	cur     []byte // the current frame's output not yet read
-	buf     []byte // its buffer, returned to outs when consumed
+	buf     []byte // its buffer, returned to frameOuts when consumed
 	tail    *zstd.Decoder
 	tailBuf []byte
 	src     *bufio.Reader // the splitter's reader, the tail's input once handed over
@@ -73,10 +79,8 @@ func newBlobDecoder(r io.Reader) (*blobDecoder, error) {
 	}
 	workers := decodeWorkers()
 	d := &blobDecoder{
-		pending: make(chan chan decoded, 2*workers),
+		pending: make(chan chan decoded, workers),
 		quit:    make(chan struct{}),
-		outs:    &sync.Pool{New: func() any { return make([]byte, 0, frameSize) }},
-		ins:     &sync.Pool{New: func() any { return make([]byte, 0, frameSize+frameSize>>7+4096) }},
 		src:     bufio.NewReaderSize(r, 1<<20),
 	}
 	go d.split(dec)
@@ -106,8 +110,8 @@ func (d *blobDecoder) split(dec *zstd.Decoder) {
 			return
 		}
 		go func() {
-			out, err := dec.DecodeAll(frame, d.outs.Get().([]byte)[:0])
-			d.ins.Put(frame[:0])
+			out, err := dec.DecodeAll(frame, frameOuts.Get().([]byte)[:0])
+			frameIns.Put(frame[:0])
 			ch <- decoded{out: out, err: err}
 		}()
 	}
@@ -136,7 +140,7 @@ func (d *blobDecoder) nextFrame() ([]byte, error) {
 	if h.Decode(head) != nil || h.Skippable || h.DictionaryID != 0 || (h.HasFCS && h.FrameContentSize > maxParallelFrame) {
 		return nil, errHandOver
 	}
-	frame := d.ins.Get().([]byte)[:h.HeaderSize]
+	frame := frameIns.Get().([]byte)[:h.HeaderSize]
 	if _, err := io.ReadFull(d.src, frame); err != nil {
 		return nil, truncated(err)
 	}
@@ -196,7 +200,7 @@ func (d *blobDecoder) next() ([]byte, error) {
 		return b, nil
 	}
 	if d.buf != nil {
-		d.outs.Put(d.buf[:0])
+		frameOuts.Put(d.buf[:0])
 		d.buf = nil
 	}
 	if d.tail != nil {
@@ -278,5 +282,5 @@ func newStreamDecoder(r io.Reader) (*blobDecoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &blobDecoder{tail: z, tailBuf: make([]byte, 1<<20), quit: make(chan struct{}), outs: &sync.Pool{}}, nil
+	return &blobDecoder{tail: z, tailBuf: make([]byte, 1<<20), quit: make(chan struct{})}, nil
 }
