@@ -243,8 +243,8 @@ func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e man
 	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, pr), from, c.opt.HoldBackLimit)}
 	_, err = b.Load(ctx, body)
 	pr.CloseWithError(errLoadEnded)
-	if rerr := <-done; rerr != nil && !errors.Is(rerr, errLoadEnded) && errors.Is(rerr, errdefs.ErrIntegrity) {
-		err = rerr
+	if rerr := <-done; errors.Is(rerr, errdefs.ErrIntegrity) {
+		err = rerr // the blob's verdict, whatever the engine said
 	}
 	if errors.Is(err, errdefs.ErrIntegrity) {
 		return body.n, c.quarantine(n, e, err, nothingLoaded)

@@ -14,9 +14,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// maxParallelFrame is the largest declared frame content the parallel
-// decoder decodes whole: the encoder writes frameSize frames; anything
-// bigger (or of unknown size) is read by one streaming decoder.
+// maxParallelFrame is the most a frame the parallel decoder decodes whole
+// may decompress to (declared, or bounded by its blocks): the encoder
+// writes frameSize frames; anything bigger is read by one streaming
+// decoder.
 const maxParallelFrame = 16 << 20
 
 // frameDecoder is the shared decoder for whole frames: DecodeAll is safe
