@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
@@ -240,7 +239,7 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 	}
 	done := make(chan hashed, 1)
 	go func() {
-		dec, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+		dec, err := newStream(pr)
 		if err != nil {
 			pr.CloseWithError(err)
 			done <- hashed{err: err}

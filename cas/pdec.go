@@ -218,7 +218,7 @@ func (d *blobDecoder) next() ([]byte, error) {
 		d.err = r.err
 		return nil, r.err
 	case r.tail:
-		tail, err := zstd.NewReader(io.MultiReader(bytes.NewReader(r.prefix), d.src), zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<30))
+		tail, err := newStream(io.MultiReader(bytes.NewReader(r.prefix), d.src))
 		if err != nil {
 			d.err = err
 			return nil, err
@@ -279,9 +279,15 @@ func (d *blobDecoder) Close() {
 // newStreamDecoder reads the stream on one core, through the same
 // interface: the whole stream is the "tail".
 func newStreamDecoder(r io.Reader) (*blobDecoder, error) {
-	z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
+	z, err := newStream(r)
 	if err != nil {
 		return nil, err
 	}
 	return &blobDecoder{tail: z, tailBuf: make([]byte, 1<<20), quit: make(chan struct{})}, nil
+}
+
+// newStream is the streaming decoder every read of a stored stream uses:
+// one goroutine (the least CPU), windows up to 1 GiB.
+func newStream(r io.Reader) (*zstd.Decoder, error) {
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<30))
 }
