@@ -196,13 +196,13 @@ func (c *Cache) split(ctx context.Context, r io.Reader, known map[string]manifes
 		skelDone <- ingested{in, err}
 	}()
 	seen := map[digest.Digest]bool{}
-	res, err := skeleton.Split(r, skelW, 0, func(name string, size int64, pr io.Reader) error {
+	res, err := skeleton.Split(r, skelW, 0, func(name string, size int64, pr io.Reader) (digest.Digest, error) {
 		b, err := c.putPiece(ctx, name, size, pr, known, &st.held)
 		if err == nil && !seen[b.Digest] {
 			seen[b.Digest] = true
 			st.pieces = append(st.pieces, b)
 		}
-		return storeFault(err, src)
+		return b.Digest, storeFault(err, src)
 	})
 	skelW.CloseWithError(err)
 	sk := <-skelDone

@@ -70,9 +70,13 @@ type Result struct {
 	Refs   []Ref // in tar order; a payload present twice is listed twice
 }
 
-// Put stores one payload: it must read r to its end (size bytes) and keep
-// the bytes; Split hashes what it reads and records that digest.
-type Put func(name string, size int64, r io.Reader) error
+// Put stores one payload: it must read r to its end (size bytes), keep the
+// bytes, and return their sha256, which Split records as the payload's
+// digest. Split does not hash payloads itself: a store addresses what it
+// keeps by its hash anyway, and a third pass over every layer (besides the
+// whole tar's) would cost a core's worth of sha256 on the put's critical
+// path. Join checks every payload against the recorded digest.
+type Put func(name string, size int64, r io.Reader) (digest.Digest, error)
 
 // Split reads the tar from r, writes its skeleton to w, and hands every
 // payload of at least minBlob bytes (DefaultMinBlob when 0; at most
@@ -156,11 +160,11 @@ func hasSparse(recs map[string]string) bool {
 	return false
 }
 
-// splitOut hands one payload to put, hashing what put reads.
+// splitOut hands one payload to put, counting what put reads.
 func splitOut(tr *tar.Reader, hdr *tar.Header, put Put) (Ref, error) {
-	h := sha256.New()
-	pr := &countingReader{r: io.TeeReader(io.LimitReader(tr, hdr.Size), h)}
-	if err := put(hdr.Name, hdr.Size, pr); err != nil {
+	pr := &countingReader{r: io.LimitReader(tr, hdr.Size)}
+	d, err := put(hdr.Name, hdr.Size, pr)
+	if err != nil {
 		return Ref{}, fmt.Errorf("split: store %s: %w", hdr.Name, err)
 	}
 	if pr.n != hdr.Size {
@@ -172,7 +176,10 @@ func splitOut(tr *tar.Reader, hdr *tar.Header, put Put) (Ref, error) {
 		}
 		return Ref{}, fmt.Errorf("split: store %s: read %d of %d bytes", hdr.Name, pr.n, hdr.Size)
 	}
-	return Ref{Name: hdr.Name, Digest: digest.NewDigest(digest.SHA256, h), Size: hdr.Size}, nil
+	if err := d.Validate(); err != nil || d.Algorithm() != digest.SHA256 {
+		return Ref{}, fmt.Errorf("split: store %s: returned digest %q, not a sha256", hdr.Name, d)
+	}
+	return Ref{Name: hdr.Name, Digest: d, Size: hdr.Size}, nil
 }
 
 type countingReader struct {

@@ -21,13 +21,14 @@ import (
 // memStore is a payload store in memory.
 type memStore map[digest.Digest][]byte
 
-func (m memStore) put(_ string, _ int64, r io.Reader) error {
+func (m memStore) put(_ string, _ int64, r io.Reader) (digest.Digest, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return err
+		return "", err
 	}
-	m[digest.FromBytes(b)] = b
-	return nil
+	d := digest.FromBytes(b)
+	m[d] = b
+	return d, nil
 }
 
 func (m memStore) open(d digest.Digest) (io.ReadCloser, error) {
@@ -167,15 +168,22 @@ func TestSplitRefuses(t *testing.T) {
 	}
 	putErr := errors.New("disk full")
 	data := handMade(t, tar.FormatPAX)
-	if _, err := Split(bytes.NewReader(data), io.Discard, 0, func(string, int64, io.Reader) error { return putErr }); !errors.Is(err, putErr) {
+	if _, err := Split(bytes.NewReader(data), io.Discard, 0, func(string, int64, io.Reader) (digest.Digest, error) { return "", putErr }); !errors.Is(err, putErr) {
 		t.Errorf("Split with a failing put = %v", err)
 	}
 	// A put that stops reading early is refused: the skeleton would lie.
-	if _, err := Split(bytes.NewReader(data), io.Discard, 0, func(_ string, _ int64, r io.Reader) error {
+	if _, err := Split(bytes.NewReader(data), io.Discard, 0, func(_ string, _ int64, r io.Reader) (digest.Digest, error) {
 		_, err := io.CopyN(io.Discard, r, 10)
-		return err
+		return digest.FromString("x"), err
 	}); err == nil {
 		t.Error("Split accepted a put that read 10 bytes of a payload")
+	}
+	// The digest put returns names the payload in the skeleton: garbage is refused.
+	if _, err := Split(bytes.NewReader(data), io.Discard, 0, func(_ string, _ int64, r io.Reader) (digest.Digest, error) {
+		_, err := io.Copy(io.Discard, r)
+		return "md5:0", err
+	}); err == nil {
+		t.Error("Split accepted a put that returned no sha256")
 	}
 }
 
