@@ -385,11 +385,12 @@ func (c *Cache) joinOnce(e manifest.Entry, w io.Writer, label string) error {
 		}
 		return nil
 	}
-	// Through the progress display: Join → pipe → progress → w.
-	pr, pw := io.Pipe()
+	// Through the progress display: Join → pipe → progress → w, in large
+	// writes (w is often a file).
+	pr, pw := loadPipe()
 	copied := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(w, c.progress(label, e.Size, pr))
+		_, err := io.CopyBuffer(struct{ io.Writer }{w}, c.progress(label, e.Size, pr), make([]byte, 1<<20))
 		pr.CloseWithError(err)
 		copied <- err
 	}()

@@ -85,7 +85,7 @@ func (e *env) open() (*cache.Cache, error) {
 		HoldBackLimit: int64(e.root.HoldBack),
 		Level:         e.root.Level,
 		Log:           e.log,
-		Progress:      e.progress,
+		Progress:      e.progressHook(),
 		Remote:        e.root.remoteOption(e),
 		Push:          e.root.WriteBack,
 		RemoteRefresh: time.Duration(e.root.RemoteRefresh),

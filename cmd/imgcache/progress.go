@@ -15,13 +15,20 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// progress wraps a long stream with a progress line on stderr (bytes,
-// total when known, throughput, time left) when stderr is a terminal and
-// --quiet is off; otherwise it returns r unchanged.
-func (e *env) progress(label string, total int64, r io.Reader) io.Reader {
+// progressHook is the cache's progress hook: nil when no progress line
+// would show (--quiet, or stderr not a terminal), so that the cache streams
+// straight to its destination instead of through the hook's reader (for a
+// reassembled export that is a pipe and 32 KiB writes).
+func (e *env) progressHook() func(string, int64, io.Reader) io.Reader {
 	if e.root.Quiet || !isTerminal(e.stderr) {
-		return r
+		return nil
 	}
+	return e.progress
+}
+
+// progress wraps a long stream with a progress line on stderr (bytes,
+// total when known, throughput, time left).
+func (e *env) progress(label string, total int64, r io.Reader) io.Reader {
 	if total <= 0 {
 		total = -1
 	}
