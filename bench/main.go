@@ -120,6 +120,12 @@ func run(ctx context.Context) error {
 		return gcBench(bin, *gcN)
 	}
 	if *layers {
+		if !flagSet("rounds") {
+			*rounds = 6 // every order of two and of three contenders, equally often
+		}
+		if *rounds%6 != 0 {
+			log("warning: %d rounds do not balance who goes first (the pair's comparisons have 2 and 3 contenders: use a multiple of 6)", *rounds)
+		}
 		return layerBench(ctx, bin)
 	}
 	if *remoteF {
@@ -249,10 +255,19 @@ func run(ctx context.Context) error {
 // each round: on this VM a run is often slower the later it comes in a
 // sequence (the disk catches up on the previous one's deletes), so every
 // contender takes every position in turn.
+// With a number of rounds that is a multiple of the number of contenders,
+// each leads equally often.
 func rotate(round int, contenders ...func()) {
 	for i := range contenders {
 		contenders[(round-1+i)%len(contenders)]()
 	}
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func must(x sample, err error) sample {
