@@ -48,8 +48,10 @@ type BlobIngester interface {
 	Ingest(ctx context.Context, r io.Reader, check func(cas.Info) error) (*cas.Ingested, error)
 	// IngestStored stores a blob from its stored form (one zstd stream, as
 	// another store holds it), kept as is; its content must hash to want,
-	// else nothing is published and the error wraps ErrIntegrity.
-	IngestStored(ctx context.Context, r io.Reader, want digest.Digest) (*cas.Ingested, error)
+	// else nothing is published and the error wraps ErrIntegrity. Content,
+	// if not nil, gets the content as it is checked (unverified until nil
+	// is returned).
+	IngestStored(ctx context.Context, r io.Reader, want digest.Digest, content io.Writer) (*cas.Ingested, error)
 }
 
 // BlobLocker guards blobs across processes: shared while reading, exclusive

@@ -15,6 +15,7 @@ import (
 	"github.com/imgcache/imgcache/internal/lockfile"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
+	"github.com/imgcache/imgcache/skeleton"
 )
 
 // GetResult reports a Get.
@@ -55,7 +56,12 @@ type GetOptions struct {
 
 // GetWith is Get with options.
 func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*GetResult, error) {
-	e, err := c.remoteEntry(ctx, n, opt.Refresh)
+	var streamed *pulledLoad
+	e, err := c.remoteEntry(ctx, n, opt.Refresh, func(e manifest.Entry, open skeleton.Open) error {
+		var err error
+		streamed, err = c.loadPulled(ctx, n, e, opt, open)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -64,20 +70,15 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 		return nil, err
 	}
 	res := &GetResult{Ref: naming.PinnedRef(n, e.Digest.Encoded()), Latest: naming.LatestRef(n), Entry: e}
+	if streamed != nil {
+		res.Sent, res.Loaded = streamed.sent, true
+		c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += res.Sent })
+		return res, c.tagAndTouch(ctx, b, n, e, streamed.img, res)
+	}
 	if ok, err := c.warm(ctx, b, e, res); ok || err != nil {
 		return res, err
 	}
-	dos, darch, err := b.Platform(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if (e.OS != "" && e.OS != dos) || (e.Arch != "" && e.Arch != darch) {
-		if err := c.foreignPlatform(ctx, b, n, e, dos+"/"+darch, opt.Platform); err != nil {
-			return nil, err
-		}
-	}
-
-	if err := zstdRefused(ctx, b, n, e); err != nil {
+	if err := c.loadable(ctx, b, n, e, opt); err != nil {
 		return nil, err
 	}
 	lock, err := c.headLock(ctx, e, true)
@@ -107,6 +108,61 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 	res.Loaded = true
 	c.count(func(s *Counters) { s.Loads++; s.BytesLoaded += res.Sent })
 	return res, c.tagAndTouch(ctx, b, n, e, img, res)
+}
+
+// loadable refuses, before anything is sent, an image the engine cannot
+// run (another platform, unless opt allows it) or load (zstd layers).
+func (c *Cache) loadable(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, opt GetOptions) error {
+	dos, darch, err := b.Platform(ctx)
+	if err != nil {
+		return err
+	}
+	if (e.OS != "" && e.OS != dos) || (e.Arch != "" && e.Arch != darch) {
+		if err := c.foreignPlatform(ctx, b, n, e, dos+"/"+darch, opt.Platform); err != nil {
+			return err
+		}
+	}
+	return zstdRefused(ctx, b, n, e)
+}
+
+// pulledLoad is a load made while its entry was pulled.
+type pulledLoad struct {
+	sent int64
+	img  dockerbridge.Image
+}
+
+// loadPulled loads the entry e that a get is pulling, its pieces read
+// through open (from the layer store, or streamed from the registry as
+// they are stored). It loads nothing (nil, nil) when the image is in the
+// engine already or cannot be loaded there: the get goes on, once the
+// pull is recorded, as for a local entry (a tag, or the refusal).
+func (c *Cache) loadPulled(ctx context.Context, n naming.Name, e manifest.Entry, opt GetOptions, open skeleton.Open) (*pulledLoad, error) {
+	b, err := c.docker(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok, err := c.inEngine(ctx, b, e, naming.PinnedRef(n, e.Digest.Encoded())); ok || err != nil {
+		return nil, err
+	}
+	if c.loadable(ctx, b, n, e, opt) != nil {
+		return nil, nil
+	}
+	rec := &loadRecorder{Engine: b}
+	sent, err := c.loadSplitLocked(ctx, rec, n, e, open)
+	var bad *blobError
+	if errors.As(err, &bad) {
+		return nil, fmt.Errorf("get %s: %w; nothing was loaded", n, bad.err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	img, err := c.loadedImage(ctx, b, e, rec.loaded)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s (it reported %q): %w", n, e.ImageID, rec.loaded, errdefs.ErrRejected)
+	} else if err != nil {
+		return nil, err
+	}
+	return &pulledLoad{sent, img}, nil
 }
 
 // zstdRefused refuses, before anything is sent, an image with
@@ -181,24 +237,32 @@ func sameLayers(img dockerbridge.Image, e manifest.Entry, reported int) bool {
 // (Docker's containerd store: by manifest digest), by the content-pinned
 // tag a verified load gave it, when its layers are the entry's.
 func (c *Cache) warm(ctx context.Context, b Engine, e manifest.Entry, res *GetResult) (bool, error) {
-	if e.ImageID == "" {
-		return false, nil
-	}
-	img, err := b.Inspect(ctx, e.ImageID)
-	if errors.Is(err, errdefs.ErrNotFound) && len(e.Layers) > 0 {
-		img, err = b.Inspect(ctx, res.Ref)
-		if err == nil && !sameLayers(img, e, 0) {
-			err = fmt.Errorf("%s holds other layers: %w", res.Ref, errdefs.ErrNotFound)
-		}
-	}
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return false, nil
-	} else if err != nil {
+	img, ok, err := c.inEngine(ctx, b, e, res.Ref)
+	if !ok || err != nil {
 		return false, err
 	}
 	n := naming.MustParse(e.Name)
 	c.count(func(s *Counters) { s.WarmHits++ })
 	return true, c.tagAndTouch(ctx, b, n, e, img, res)
+}
+
+// inEngine finds e's image in the engine: by its image ID, or by ref
+// (the content-pinned tag) when its layers are e's.
+func (c *Cache) inEngine(ctx context.Context, b Engine, e manifest.Entry, ref string) (dockerbridge.Image, bool, error) {
+	if e.ImageID == "" {
+		return dockerbridge.Image{}, false, nil
+	}
+	img, err := b.Inspect(ctx, e.ImageID)
+	if errors.Is(err, errdefs.ErrNotFound) && len(e.Layers) > 0 {
+		img, err = b.Inspect(ctx, ref)
+		if err == nil && !sameLayers(img, e, 0) {
+			err = fmt.Errorf("%s holds other layers: %w", ref, errdefs.ErrNotFound)
+		}
+	}
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return img, false, nil
+	}
+	return img, err == nil, err
 }
 
 // tagAndTouch makes sure both refs name the image (tagging only what is
@@ -233,26 +297,20 @@ func (c *Cache) verifiedLoad(ctx context.Context, b Engine, n naming.Name, e man
 		return 0, c.blobMissing(n, e, err)
 	}
 	defer r.Close()
-	pr, pw := loadPipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(pw, r) // the blob reader's WriteTo: its frames as they come
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, pr), from, c.opt.HoldBackLimit)}
-	_, err = b.Load(ctx, body)
-	pr.CloseWithError(errLoadEnded)
-	if rerr := <-done; errors.Is(rerr, errdefs.ErrIntegrity) {
+	sent, err, rerr := c.pipeLoad(ctx, b, n, e.Size, func(w io.Writer) error {
+		_, err := io.Copy(w, r) // the blob reader's WriteTo: its frames as they come
+		return err
+	}, holdBack(from, c.opt.HoldBackLimit))
+	if errors.Is(rerr, errdefs.ErrIntegrity) {
 		err = rerr // the blob's verdict, whatever the engine said
 	}
 	if errors.Is(err, errdefs.ErrIntegrity) {
-		return body.n, c.quarantine(n, e, err, nothingLoaded)
+		return sent, c.quarantine(n, e, err, nothingLoaded)
 	}
 	if err != nil {
-		return body.n, fmt.Errorf("get %s: %w", n, err)
+		return sent, fmt.Errorf("get %s: %w", n, err)
 	}
-	return body.n, nil
+	return sent, nil
 }
 
 // headLock takes the lock that guards loading and reading e: its blob's,

@@ -55,7 +55,7 @@ func (c *Cache) loadSplit(ctx context.Context, b Engine, n naming.Name, e manife
 	if err != nil {
 		return 0, fmt.Errorf("get %s: %w", n, err)
 	}
-	sent, err := c.loadSplitLocked(ctx, b, n, e)
+	sent, err := c.loadSplitLocked(ctx, b, n, e, nil)
 	unlock() // before a quarantine, which takes the piece's exclusive lock
 	var bad *blobError
 	if errors.As(err, &bad) {
@@ -73,7 +73,10 @@ type blobError struct {
 func (b *blobError) Error() string { return b.err.Error() }
 func (b *blobError) Unwrap() error { return b.err }
 
-func (c *Cache) loadSplitLocked(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) (int64, error) {
+// loadSplitLocked is loadSplit with the pieces locked by the caller; fetch,
+// when not nil, opens the pieces instead of the layer store (a get that
+// pulls streams them from the registry).
+func (c *Cache) loadSplitLocked(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, fetch skeleton.Open) (int64, error) {
 	skel, err := c.readSkeleton(e)
 	if err != nil {
 		return 0, &blobError{e.Skeleton.Digest, err}
@@ -83,13 +86,13 @@ func (c *Cache) loadSplitLocked(ctx context.Context, b Engine, n naming.Name, e 
 		return 0, err
 	}
 	if len(skip) > 0 {
-		sent, err := c.loadPartial(ctx, b, n, e, skel, skip)
+		sent, err := c.loadPartial(ctx, b, n, e, skel, skip, fetch)
 		if err == nil || !missingLayer(err, skip) {
 			return sent, err
 		}
 		c.opt.Log.Warn("the daemon lost a layer it held; loading the whole image", "name", n.String(), "err", err)
 	}
-	return c.loadJoined(ctx, b, n, e, skel)
+	return c.loadJoined(ctx, b, n, e, skel, fetch)
 }
 
 // partialPlan is the set of layer files a load of e can leave out: those
@@ -138,26 +141,49 @@ func missingLayer(err error, skip map[string]bool) bool {
 
 // loadPartial streams a tar of e's entries without the files in skip,
 // manifest.json and index.json last, every byte verified before them.
-func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, skip map[string]bool) (int64, error) {
-	op := &pieceOpener{c: c}
+func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, skip map[string]bool, fetch skeleton.Open) (int64, error) {
+	op := &pieceOpener{c: c, fetch: fetch}
+	sent, err, werr := c.pipeLoad(ctx, b, n, e.Size, func(w io.Writer) error {
+		return writePartial(w, e, skel, skip, op.open)
+	}, nil)
+	if werr != nil {
+		return sent, &blobError{op.last, werr}
+	}
+	if err != nil {
+		return sent, fmt.Errorf("get %s: %w", n, err)
+	}
+	return sent, nil
+}
+
+// pipeLoad is one load through a loadPipe: produce writes the body on a
+// goroutine of its own, the engine reads it (through wrap, if not nil:
+// the hold-back). It returns the bytes the engine read, the engine's error,
+// and produce's (nil when it only stopped because the load had ended).
+func (c *Cache) pipeLoad(ctx context.Context, b Engine, n naming.Name, size int64, produce func(io.Writer) error, wrap func(io.Reader) io.Reader) (sent int64, loadErr, prodErr error) {
 	pr, pw := loadPipe()
 	done := make(chan error, 1)
 	go func() {
-		err := writePartial(pw, e, skel, skip, op.open)
+		err := produce(pw)
 		pw.CloseWithError(err)
 		done <- err
 	}()
-	body := &countingReader{r: c.progress("load "+n.String(), e.Size, pr)}
-	_, err := b.Load(ctx, body)
+	var body io.Reader = c.progress("load "+n.String(), size, pr)
+	if wrap != nil {
+		body = wrap(body)
+	}
+	counted := &countingReader{r: body}
+	_, loadErr = b.Load(ctx, counted)
 	pr.CloseWithError(errLoadEnded)
-	werr := <-done
-	if werr != nil && !errors.Is(werr, errLoadEnded) {
-		return body.n, &blobError{op.last, werr}
+	if prodErr = <-done; errors.Is(prodErr, errLoadEnded) {
+		prodErr = nil
 	}
-	if err != nil {
-		return body.n, fmt.Errorf("get %s: %w", n, err)
-	}
-	return body.n, nil
+	return counted.n, loadErr, prodErr
+}
+
+// holdBack is the pipeLoad wrap that holds back an archive's tail from
+// offset from (at most limit bytes) until the rest was read without error.
+func holdBack(from, limit int64) func(io.Reader) io.Reader {
+	return func(r io.Reader) io.Reader { return dockerbridge.NewHoldBack(r, from, limit) }
 }
 
 // loadPipe carries a load's body from the goroutine that reads and checks
@@ -255,34 +281,28 @@ func isConfig(name string, id digest.Digest) bool {
 // pieces, holding back its metadata until every piece before it matched
 // (the skeleton was verified when read: with its pieces it determines the
 // tar, so the whole tar is not hashed again; export does that).
-func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte) (int64, error) {
+func (c *Cache) loadJoined(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, fetch skeleton.Open) (int64, error) {
 	from := e.MetadataOffset
 	if e.Size-e.MetadataOffset > c.opt.HoldBackLimit {
 		// The metadata is far from the end: prove the pieces first.
-		op := &pieceOpener{c: c}
+		op := &pieceOpener{c: c, fetch: fetch}
 		if _, err := skeleton.Join(io.Discard, bytes.NewReader(skel), op.open, skeleton.TrustOpen(), skeleton.SkipWholeDigest()); err != nil {
 			return 0, &blobError{op.last, err}
 		}
 		from = max(e.Size-c.opt.HoldBackLimit, 0)
 	}
-	op := &pieceOpener{c: c}
-	pr, pw := loadPipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := skeleton.Join(pw, bytes.NewReader(skel), op.open, skeleton.TrustOpen(), skeleton.SkipWholeDigest())
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	body := &countingReader{r: dockerbridge.NewHoldBack(c.progress("load "+n.String(), e.Size, pr), from, c.opt.HoldBackLimit)}
-	_, err := b.Load(ctx, body)
-	pr.CloseWithError(errLoadEnded)
-	if jerr := <-done; jerr != nil && !errors.Is(jerr, errLoadEnded) {
-		return body.n, &blobError{op.last, jerr}
+	op := &pieceOpener{c: c, fetch: fetch}
+	sent, err, jerr := c.pipeLoad(ctx, b, n, e.Size, func(w io.Writer) error {
+		_, err := skeleton.Join(w, bytes.NewReader(skel), op.open, skeleton.TrustOpen(), skeleton.SkipWholeDigest())
+		return err
+	}, holdBack(from, c.opt.HoldBackLimit))
+	if jerr != nil {
+		return sent, &blobError{op.last, jerr}
 	}
 	if err != nil {
-		return body.n, fmt.Errorf("get %s: %w", n, err)
+		return sent, fmt.Errorf("get %s: %w", n, err)
 	}
-	return body.n, nil
+	return sent, nil
 }
 
 // splitFailure explains a failed read of a split entry's blob d (a piece,

@@ -399,7 +399,13 @@ type PullResult struct {
 // make is checked against the entry's digest and published as a put
 // publishes, under n. A local entry of the same content is left as is.
 func (c *Cache) Pull(ctx context.Context, n naming.Name) (*PullResult, error) {
-	res, err := c.pull(ctx, n)
+	return c.pullLoading(ctx, n, nil)
+}
+
+// pullLoading is Pull; a split entry pulled into the layer store is also
+// loaded on the way by load, if not nil (pullSplit).
+func (c *Cache) pullLoading(ctx context.Context, n naming.Name, load streamLoad) (*PullResult, error) {
+	res, err := c.pull(ctx, n, load)
 	c.count(func(s *Counters) {
 		if err != nil {
 			if !errors.Is(err, errdefs.ErrNotFound) {
@@ -415,7 +421,7 @@ func (c *Cache) Pull(ctx context.Context, n naming.Name) (*PullResult, error) {
 	return res, err
 }
 
-func (c *Cache) pull(ctx context.Context, n naming.Name) (*PullResult, error) {
+func (c *Cache) pull(ctx context.Context, n naming.Name, load streamLoad) (*PullResult, error) {
 	if err := checkName(n); err != nil {
 		return nil, fmt.Errorf("pull: %w", err)
 	}
@@ -454,7 +460,7 @@ func (c *Cache) pull(ctx context.Context, n naming.Name) (*PullResult, error) {
 	if upToDate() {
 		return res, nil
 	}
-	put, err := c.pullEntry(ctx, r, n, re, res)
+	put, err := c.pullEntry(ctx, r, n, re, res, load)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s from %s: %w", n, r.String(), err)
 	}
@@ -483,10 +489,10 @@ func (c *Cache) keyLock(ctx context.Context, key string) (*lockfile.Lock, error)
 // the pieces this cache holds read locally and the others fetched) into
 // the one ingest path, which stores it as this cache stores tars and
 // refuses it unless its sha256 is the entry's.
-func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult) (*PutResult, error) {
+func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult, load streamLoad) (*PutResult, error) {
 	rec := re.Record
 	if rec.Split() && c.layers != nil {
-		return c.pullSplit(ctx, r, n, re, res)
+		return c.pullSplit(ctx, r, n, re, res, load)
 	}
 	fetch := func(desc ocispec.Descriptor) (io.ReadCloser, error) {
 		rc, err := r.OpenBlob(ctx, desc)
@@ -534,7 +540,14 @@ func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remo
 // content digest, nothing compressed again); the skeleton must describe
 // the entry's tar from the entry's pieces; then the entry is recorded as
 // a put records it. Every blob's shared lock is held until then.
-func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult) (*PutResult, error) {
+//
+// With load set (a get that missed), the skeleton is fetched first and
+// load is called with the entry and an opener that streams each piece
+// the cache lacks from the registry into the layer store and, as it is
+// checked, to load's reader: the pull and the load are one pass over the
+// bytes. Pieces load did not read are fetched after it; a load that fails
+// fails the pull, and nothing is recorded.
+func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult, load streamLoad) (*PutResult, error) {
 	h := &held{}
 	defer h.release()
 	fail := func(err error) (*PutResult, error) {
@@ -542,36 +555,46 @@ func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remo
 		c.dropFresh(ctx, h.fresh)
 		return nil, err
 	}
+	var mu sync.Mutex // guards h, stored and res against a streaming fetch
 	stored := map[digest.Digest]int64{}
-	for _, desc := range re.Blobs {
-		u := remote.ContentOf(desc)
-		if _, ok := stored[u]; ok {
-			continue
-		}
+	byContent := map[digest.Digest]ocispec.Descriptor{}
+	// have locks u if the layer store holds it; false: it must be fetched.
+	have := func(u digest.Digest) (bool, error) {
 		lctx, cancel := c.lockCtx(ctx)
 		lock, err := c.layers.Lock(lctx, u, false)
 		cancel()
 		if err != nil {
-			return fail(err)
+			return false, err
 		}
-		if st, err := c.layers.Stat(u); err == nil {
-			h.locks = append(h.locks, lock)
-			stored[u] = st.Stored
-			continue
+		st, err := c.layers.Stat(u)
+		if err != nil {
+			lock.Release()
+			return false, nil
 		}
-		lock.Release()
+		mu.Lock()
+		h.locks = append(h.locks, lock)
+		stored[u] = st.Stored
+		mu.Unlock()
+		return true, nil
+	}
+	// fetch stores the blob desc from the registry, passing its content to
+	// content if not nil.
+	fetch := func(desc ocispec.Descriptor, content io.Writer) error {
+		u := remote.ContentOf(desc)
 		rc, err := r.FetchStored(ctx, desc)
 		if err != nil {
-			return fail(err)
+			return err
 		}
-		in, err := c.layers.IngestStored(ctx, rc, u)
+		in, err := c.layers.IngestStored(ctx, rc, u, content)
 		rc.Close()
 		if err != nil {
 			if errors.Is(err, errdefs.ErrIntegrity) {
 				err = fmt.Errorf("blob %s from %s: %w", desc.Digest, r.String(), err)
 			}
-			return fail(err)
+			return err
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		res.Fetched++
 		res.Bytes += desc.Size
 		h.locks = append(h.locks, in)
@@ -579,11 +602,48 @@ func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remo
 			h.fresh = append(h.fresh, u)
 		}
 		stored[u] = in.Stored
+		return nil
+	}
+	var missing []ocispec.Descriptor
+	for _, desc := range re.Blobs {
+		u := remote.ContentOf(desc)
+		if _, ok := byContent[u]; ok {
+			continue
+		}
+		byContent[u] = desc
+		ok, err := have(u)
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			missing = append(missing, desc)
+		}
 	}
 	e := re.Record
 	e.Name = n.String()
 	now := c.opt.Now().UTC()
 	e.Added, e.LastUsed, e.Pinned = now, now, false
+	if load != nil && e.Skeleton != nil {
+		if _, ok := stored[e.Skeleton.Digest]; !ok {
+			if err := fetch(byContent[e.Skeleton.Digest], nil); err != nil {
+				return fail(err)
+			}
+		}
+		if err := c.streamLoad(ctx, e, byContent, stored, &mu, fetch, load); err != nil {
+			return fail(err)
+		}
+	}
+	for _, desc := range missing {
+		mu.Lock()
+		_, ok := stored[remote.ContentOf(desc)]
+		mu.Unlock()
+		if ok {
+			continue
+		}
+		if err := fetch(desc, nil); err != nil {
+			return fail(err)
+		}
+	}
 	skel := *e.Skeleton
 	skel.StoredSize = stored[skel.Digest]
 	e.Skeleton = &skel
@@ -605,6 +665,37 @@ func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remo
 	put.New, put.Reused = len(h.fresh), len(re.Blobs)-len(h.fresh)
 	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
 	return put, nil
+}
+
+// streamLoad loads a split entry while it is pulled (pullSplit): see there.
+// The load's opener gives a stored piece from the layer store and streams
+// any other from the registry (through fetch, on a goroutine of its own,
+// into a pipe); every fetch has ended when it returns.
+type streamLoad func(e manifest.Entry, open skeleton.Open) error
+
+func (c *Cache) streamLoad(ctx context.Context, e manifest.Entry, byContent map[digest.Digest]ocispec.Descriptor, stored map[digest.Digest]int64, mu *sync.Mutex, fetch func(ocispec.Descriptor, io.Writer) error, load streamLoad) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	open := func(d digest.Digest) (io.ReadCloser, error) {
+		mu.Lock()
+		_, ok := stored[d]
+		mu.Unlock()
+		if ok {
+			return c.layers.Open(d)
+		}
+		desc, ok := byContent[d]
+		if !ok {
+			return nil, fmt.Errorf("%w: the skeleton references %s, which the entry's manifest does not list", errdefs.ErrIntegrity, d)
+		}
+		pr, pw := loadPipe()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pw.CloseWithError(fetch(desc, pw)) // EOF only once the blob matched
+		}()
+		return pr, nil
+	}
+	return load(e, open)
 }
 
 // joinRemote reassembles a split remote entry's tar: its skeleton and
@@ -700,13 +791,14 @@ func (c *Cache) ListRemote(ctx context.Context) ([]remote.Listed, string, error)
 // and a remote is configured, or when the remote moved it and refresh
 // (or the configured interval) says to look. A remote that fails while a
 // local entry exists is a warning: the local entry is used.
-func (c *Cache) remoteEntry(ctx context.Context, n naming.Name, refresh bool) (manifest.Entry, error) {
+// On a local miss, load (if not nil) loads the entry as it is pulled.
+func (c *Cache) remoteEntry(ctx context.Context, n naming.Name, refresh bool, load streamLoad) (manifest.Entry, error) {
 	e, err := c.entry(ctx, n)
 	if c.opt.Remote == nil {
 		return e, err
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
-		res, perr := c.Pull(ctx, n)
+		res, perr := c.pullLoading(ctx, n, load)
 		if errors.Is(perr, errdefs.ErrNotFound) {
 			return manifest.Entry{}, fmt.Errorf("%w; nor at the remote", err)
 		}

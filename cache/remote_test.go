@@ -6,6 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -15,6 +18,7 @@ import (
 
 	"github.com/imgcache/imgcache/cache"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/testimage"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/remote"
 )
@@ -309,5 +313,104 @@ func TestPushRefusesADamagedBlob(t *testing.T) {
 	}
 	if r.uploads != 0 {
 		t.Errorf("%d blobs uploaded", r.uploads)
+	}
+}
+
+// TestGetStreamsThePull: a get that misses locally loads the entry as it
+// pulls it: the engine's load starts before the image's layers are in the
+// local store (they reach it through the same pass), and the entry is
+// recorded, complete, once both ended. Fails if the get pulls first and
+// loads afterwards.
+func TestGetStreamsThePull(t *testing.T) {
+	r := newFakeRemote()
+	src := withRemote(t, t.TempDir(), true, r)
+	ctx := context.Background()
+	// Layers larger than the load pipe's room (16 MiB), so that a fetch
+	// cannot finish before the engine reads.
+	a, img := imageOpts(t, testimage.Options{Tag: "imgcache-test/a:1", Seed: 7, Layers: 2, FilesPerLayer: 3, FileSize: 8 << 20})
+	put(t, src, "capy-ubuntu-25.04-a", a)
+	n := mustName(t, "capy-ubuntu-25.04-a")
+	if _, err := src.Push(ctx, n, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dst, eng, _ := engineAny(t, dir, func(o *cache.Options) {
+		o.Remote = func(context.Context) (cache.Remote, error) { return r, nil }
+	})
+	started, release := make(chan struct{}), make(chan struct{})
+	eng.loadStarted, eng.releaseLoads = started, release
+	var storedAtStart []digest.Digest
+	go func() {
+		<-started
+		for _, d := range img.DiffIDs {
+			if _, err := os.Stat(filepath.Join(dir, "layers", "blobs", "sha256", d.Encoded()+".tar.zst")); err == nil {
+				storedAtStart = append(storedAtStart, d)
+			}
+		}
+		close(release)
+	}()
+	res, err := dst.Get(ctx, n)
+	if err != nil {
+		t.Fatalf("get on an empty host: %v", err)
+	}
+	if !res.Loaded || len(storedAtStart) != 0 {
+		t.Errorf("loaded %v; layers stored before the load began: %v (want none: the pull streams into the load)", res.Loaded, storedAtStart)
+	}
+	if got := eng.committedLoads(); len(got) != 1 || got[0].ImageID != img.ImageID.String() || got[0].Digest != img.Digest {
+		t.Fatalf("engine loads: %+v; want one, of the original tar %s", got, img.Digest)
+	}
+	var buf bytes.Buffer
+	if _, err := dst.Export(ctx, n, &buf); err != nil || digest.FromBytes(buf.Bytes()) != img.Digest {
+		t.Fatalf("export after the streamed get: %v", err)
+	}
+	if rep, err := dst.Verify(ctx, nil, false); err != nil || !rep.OK() {
+		t.Errorf("verify after the streamed get: %+v %v", rep, err)
+	}
+	// Warm now: no second load, nothing fetched.
+	before := r.fetches
+	if res, err := dst.Get(ctx, n); err != nil || res.Loaded || r.fetches != before {
+		t.Errorf("second get: %+v %v, %d fetches", res, err, r.fetches-before)
+	}
+}
+
+// TestGetStreamingRefusesADamagedBlob: a blob the registry damaged fails
+// the streamed get with an integrity error naming it; the engine commits
+// nothing and the cache records nothing and keeps no blob of the pull.
+func TestGetStreamingRefusesADamagedBlob(t *testing.T) {
+	r := newFakeRemote()
+	src := withRemote(t, t.TempDir(), true, r)
+	ctx := context.Background()
+	a, _ := imageOpts(t, testimage.Options{Tag: "imgcache-test/a:1", Seed: 8, Layers: 2, FileSize: 1 << 20})
+	put(t, src, "capy-ubuntu-25.04-a", a)
+	n := mustName(t, "capy-ubuntu-25.04-a")
+	if _, err := src.Push(ctx, n, cache.PushOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var victim digest.Digest // the largest blob
+	r.mu.Lock()
+	for d, b := range r.blobs {
+		if victim == "" || len(b) > len(r.blobs[victim]) {
+			victim = d
+		}
+	}
+	b := bytes.Clone(r.blobs[victim])
+	b[len(b)/2] ^= 0x40
+	r.blobs[victim] = b
+	r.mu.Unlock()
+	dst, eng, _ := engineAny(t, t.TempDir(), func(o *cache.Options) {
+		o.Remote = func(context.Context) (cache.Remote, error) { return r, nil }
+	})
+	_, err := dst.Get(ctx, n)
+	if !errors.Is(err, errdefs.ErrIntegrity) || !strings.Contains(err.Error(), victim.Encoded()) {
+		t.Fatalf("get of a damaged remote blob: %v; want ErrIntegrity naming %s", err, victim)
+	}
+	if got := eng.committedLoads(); len(got) != 0 {
+		t.Errorf("the engine committed %+v", got)
+	}
+	if names := listNames(t, dst); len(names) != 0 {
+		t.Errorf("recorded %v", names)
+	}
+	if st, _ := dst.Stats(ctx); st.Blobs != 0 {
+		t.Errorf("%d blobs left after the refused get", st.Blobs)
 	}
 }

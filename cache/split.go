@@ -400,14 +400,19 @@ func (c *Cache) readSkeleton(e manifest.Entry) ([]byte, error) {
 
 // pieceOpener opens pieces of the layer store for skeleton.Join/View and
 // remembers which it opened last: that is the one to blame for a mismatch.
+// With fetch set, it opens pieces through fetch instead.
 type pieceOpener struct {
-	c    *Cache
-	last digest.Digest
-	opts []cas.ReadOption
+	c     *Cache
+	last  digest.Digest
+	opts  []cas.ReadOption
+	fetch skeleton.Open
 }
 
 func (o *pieceOpener) open(d digest.Digest) (io.ReadCloser, error) {
 	o.last = d
+	if o.fetch != nil {
+		return o.fetch(d)
+	}
 	return o.c.layers.Open(d, o.opts...)
 }
 

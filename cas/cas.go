@@ -221,8 +221,12 @@ func (s *Store) Ingest(ctx context.Context, r io.Reader, check func(Info) error)
 // (another imgcache's stored blob, as a remote tier serves it), kept as it
 // is, not compressed again. Its content is decompressed and hashed on the
 // way and must be want, or nothing is published (ErrIntegrity); a stream
-// that is not valid zstd is ErrIntegrity too.
-func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Digest) (*Ingested, error) {
+// that is not valid zstd is ErrIntegrity too. When content is not nil the
+// decompressed content is also written to it as it is checked: it is
+// unverified until IngestStored returns nil (a consumer that could commit
+// early must wait for that); a failure of content ends the ingest with
+// content's error.
+func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Digest, content io.Writer) (*Ingested, error) {
 	if err := validate(want); err != nil {
 		return nil, err
 	}
@@ -238,6 +242,7 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 		err error
 	}
 	done := make(chan hashed, 1)
+	cw := &errWriter{w: content}
 	go func() {
 		dec, err := newStream(pr)
 		if err != nil {
@@ -246,7 +251,11 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 			return
 		}
 		h := digest.Canonical.Digester()
-		n, err := dec.WriteTo(h.Hash())
+		var dst io.Writer = h.Hash()
+		if content != nil {
+			dst = io.MultiWriter(dst, cw)
+		}
+		n, err := dec.WriteTo(dst)
 		dec.Close()
 		if err == nil {
 			_, err = io.Copy(io.Discard, pr) // nothing may follow the stream
@@ -262,6 +271,8 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 	switch {
 	case src.err != nil:
 		return nil, fmt.Errorf("ingest: %w", src.err) // the source failed
+	case cw.err != nil:
+		return nil, fmt.Errorf("ingest: pass the content on: %w", cw.err) // the content's consumer failed
 	case got.err != nil:
 		return nil, fmt.Errorf("%w: blob %s: not a valid zstd stream: %v", errdefs.ErrIntegrity, want, got.err)
 	case err != nil:
@@ -274,6 +285,20 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 		return nil, err
 	}
 	return s.publish(ctx, tmp, Info{Digest: want, Size: got.n, Stored: fi.Size(), ModTime: fi.ModTime()})
+}
+
+// errWriter remembers its writer's failure.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // ctxReader stops a copy when ctx is done, and remembers its source's

@@ -1040,6 +1040,59 @@ func ExampleStore_TryLock() {
 	// gc may delete once read: true
 }
 
+// TestIngestStoredPassesContentOn: the content reaches the content writer
+// whole; a writer that fails ends the ingest with its own error (not an
+// integrity verdict on the blob), and nothing is published.
+func TestIngestStoredPassesContentOn(t *testing.T) {
+	ctx := context.Background()
+	src, srcRoot := openStore(t)
+	dst, _ := openStore(t)
+	data := bytes.Repeat([]byte("imgcache content "), 300000)
+	in, err := src.Ingest(ctx, bytes.NewReader(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Release()
+	stored, err := os.ReadFile(blobFile(srcRoot, in.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var content bytes.Buffer
+	got, err := dst.IngestStored(ctx, bytes.NewReader(stored), in.Digest, &content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Release()
+	if !bytes.Equal(content.Bytes(), data) {
+		t.Errorf("content writer got %d bytes, want the %d of the blob", content.Len(), len(data))
+	}
+	dst2, _ := openStore(t)
+	refused := errors.New("the load ended")
+	_, err = dst2.IngestStored(ctx, bytes.NewReader(stored), in.Digest, &failAfter{n: 1000, err: refused})
+	if !errors.Is(err, refused) || errors.Is(err, errdefs.ErrIntegrity) {
+		t.Errorf("failing content writer: %v; want its own error, not an integrity failure", err)
+	}
+	if _, err := dst2.Stat(in.Digest); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("a blob whose content could not be passed on was published: %v", err)
+	}
+}
+
+// failAfter takes n bytes, then fails with err.
+type failAfter struct {
+	n   int
+	err error
+}
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		k := f.n
+		f.n = 0
+		return k, f.err
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
 // IngestStored keeps another store's zstd stream as it is, and refuses
 // content other than it claims, or bytes that are no zstd stream.
 func TestIngestStored(t *testing.T) {
@@ -1056,7 +1109,7 @@ func TestIngestStored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := dst.IngestStored(ctx, bytes.NewReader(stored), in.Digest)
+	got, err := dst.IngestStored(ctx, bytes.NewReader(stored), in.Digest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1065,10 +1118,10 @@ func TestIngestStored(t *testing.T) {
 		t.Errorf("stored %d bytes (size %d), want the %d bytes as they were", got.Stored, got.Size, len(stored))
 	}
 	other := digest.FromString("other")
-	if _, err := dst.IngestStored(ctx, bytes.NewReader(stored), other); !errors.Is(err, errdefs.ErrIntegrity) {
+	if _, err := dst.IngestStored(ctx, bytes.NewReader(stored), other, nil); !errors.Is(err, errdefs.ErrIntegrity) {
 		t.Errorf("wrong content: %v", err)
 	}
-	if _, err := dst.IngestStored(ctx, bytes.NewReader(data[:1000]), other); !errors.Is(err, errdefs.ErrIntegrity) {
+	if _, err := dst.IngestStored(ctx, bytes.NewReader(data[:1000]), other, nil); !errors.Is(err, errdefs.ErrIntegrity) {
 		t.Errorf("not zstd: %v", err)
 	}
 	if _, err := dst.Stat(other); !errors.Is(err, errdefs.ErrNotFound) {

@@ -120,7 +120,7 @@ func testIngestRoundTrip(t *testing.T, s Store) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kept, err := other.IngestStored(context.Background(), raw, in.Digest)
+			kept, err := other.IngestStored(context.Background(), raw, in.Digest, nil)
 			raw.Close()
 			if err != nil || kept.Stored != st.Stored || kept.Size != int64(n) {
 				t.Fatalf("IngestStored of the stored bytes: %+v, %v", kept, err)
@@ -130,7 +130,7 @@ func testIngestRoundTrip(t *testing.T, s Store) {
 				t.Fatalf("IngestStored blob reads back %d bytes, %v", len(got), err)
 			}
 			raw, _ = s.OpenStored(in.Digest)
-			_, err = other.IngestStored(context.Background(), raw, digest.FromString("not this"))
+			_, err = other.IngestStored(context.Background(), raw, digest.FromString("not this"), nil)
 			raw.Close()
 			if !errors.Is(err, errdefs.ErrIntegrity) {
 				t.Fatalf("IngestStored under another digest: %v, want ErrIntegrity", err)
