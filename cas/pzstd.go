@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"sync"
 )
 
 // frameSize is the uncompressed size of each independent zstd frame. Frames
@@ -22,9 +21,9 @@ type parallelEncoder struct {
 	buf     []byte
 	pending chan chan result // in write order
 	done    chan struct{}
-	werr    error     // first write or compression error, set by the writer goroutine
-	ins     sync.Pool // frameSize buffers of input
-	outs    sync.Pool // buffers a whole compressed frame fits in
+	werr    error    // first write or compression error, set by the writer goroutine
+	ins     freeList // frameSize buffers of input
+	outs    freeList // buffers a whole compressed frame fits in
 	closed  bool
 	sent    bool // a frame was handed on; until then Close writes one, even empty
 }
@@ -47,10 +46,12 @@ func newParallelEncoder(w io.Writer, level int, newCompressor func(level, worker
 		pending: make(chan chan result, 2*workers),
 		done:    make(chan struct{}),
 	}
-	p.ins.New = func() any { return make([]byte, 0, frameSize) }
+	// Every buffer is kept for reuse (a sync.Pool drops them at each GC, and
+	// the garbage let a put's heap grow past 100 MB).
+	p.ins = freeList{size: frameSize, free: make(chan []byte, 2*workers+2)}
 	// zstd's bound for incompressible input: size + size/256 + a little.
-	p.outs.New = func() any { return make([]byte, 0, frameSize+frameSize>>7+4096) }
-	p.buf = p.ins.Get().([]byte)
+	p.outs = freeList{size: frameSize + frameSize>>7 + 4096, free: make(chan []byte, 2*workers+2)}
+	p.buf = p.ins.get()
 	go p.writer()
 	return p, nil
 }
@@ -67,9 +68,9 @@ func (p *parallelEncoder) writer() {
 				p.werr = err
 			}
 		}
-		p.ins.Put(r.in[:0])
+		p.ins.put(r.in)
 		if r.out != nil {
-			p.outs.Put(r.out[:0])
+			p.outs.put(r.out)
 		}
 	}
 }
@@ -115,11 +116,11 @@ func (p *parallelEncoder) flush() error {
 	}
 	p.sent = true
 	in := p.buf
-	p.buf = p.ins.Get().([]byte)
+	p.buf = p.ins.get()
 	ch := make(chan result, 1)
 	p.pending <- ch // blocks when 2×workers frames are in flight
 	go func() {
-		out, err := p.enc.compress(p.outs.Get().([]byte), in)
+		out, err := p.enc.compress(p.outs.get(), in)
 		ch <- result{out: out, in: in, err: err}
 	}()
 	return p.err()
@@ -158,5 +159,30 @@ func (p *parallelEncoder) Abort() {
 		close(p.pending)
 		<-p.done
 		p.enc.close()
+	}
+}
+
+// freeList keeps up to cap(free) buffers of capacity size for reuse.
+type freeList struct {
+	size int
+	free chan []byte
+}
+
+func (f *freeList) get() []byte {
+	select {
+	case b := <-f.free:
+		return b
+	default:
+		return make([]byte, 0, f.size)
+	}
+}
+
+func (f *freeList) put(b []byte) {
+	if cap(b) < f.size {
+		return // a compressor that grew its own
+	}
+	select {
+	case f.free <- b[:0]:
+	default:
 	}
 }
