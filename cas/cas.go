@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/bufpipe"
 	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/internal/lockfile"
 )
@@ -235,7 +236,11 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 		return nil, err
 	}
 	defer tmp.discard()
-	pr, pw := io.Pipe()
+	// The stored bytes go to the file and, through a buffered pipe, to the
+	// decoder on its own goroutine: receiving and writing run alongside
+	// decompressing and hashing (an io.Pipe made them take turns, 32 KiB
+	// at a time).
+	pr, pw := bufpipe.New(1<<20, 8)
 	type hashed struct {
 		d   digest.Digest
 		n   int64
@@ -265,7 +270,7 @@ func (s *Store) IngestStored(ctx context.Context, r io.Reader, want digest.Diges
 	}()
 	w := fsutil.Writeback(tmp.f, writebackEvery)
 	src := &ctxReader{ctx: ctx, r: r}
-	_, err = io.Copy(io.MultiWriter(w, pw), src)
+	_, err = io.CopyBuffer(io.MultiWriter(w, pw), src, make([]byte, 1<<20))
 	pw.CloseWithError(err)
 	got := <-done
 	switch {
