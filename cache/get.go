@@ -99,10 +99,8 @@ func (c *Cache) GetWith(ctx context.Context, n naming.Name, opt GetOptions) (*Ge
 	if err != nil {
 		return nil, err
 	}
-	img, err := c.loadedImage(ctx, b, e, rec.loaded)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s (it reported %q): %w", n, e.ImageID, rec.loaded, errdefs.ErrRejected)
-	} else if err != nil {
+	img, err := c.loadedImage(ctx, b, n, e, rec.loaded)
+	if err != nil {
 		return nil, err
 	}
 	res.Loaded = true
@@ -156,10 +154,8 @@ func (c *Cache) loadPulled(ctx context.Context, n naming.Name, e manifest.Entry,
 	if err != nil {
 		return nil, err
 	}
-	img, err := c.loadedImage(ctx, b, e, rec.loaded)
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return nil, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s (it reported %q): %w", n, e.ImageID, rec.loaded, errdefs.ErrRejected)
-	} else if err != nil {
+	img, err := c.loadedImage(ctx, b, n, e, rec.loaded)
+	if err != nil {
 		return nil, err
 	}
 	return &pulledLoad{sent, img}, nil
@@ -200,7 +196,8 @@ func (l *loadRecorder) Load(ctx context.Context, body io.Reader) ([]string, erro
 // digest: Docker's classic store, Podman), else among the images the
 // engine said it loaded, the one whose layers are e's (Docker's
 // containerd store names an image by its manifest digest).
-func (c *Cache) loadedImage(ctx context.Context, b Engine, e manifest.Entry, loaded []string) (dockerbridge.Image, error) {
+// An engine that accepted the archive and holds no such image rejected it.
+func (c *Cache) loadedImage(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, loaded []string) (dockerbridge.Image, error) {
 	img, err := b.Inspect(ctx, e.ImageID)
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		return img, err
@@ -211,7 +208,7 @@ func (c *Cache) loadedImage(ctx context.Context, b Engine, e manifest.Entry, loa
 			return cand, nil
 		}
 	}
-	return img, err
+	return img, fmt.Errorf("get %s: the daemon accepted the archive but holds no image %s (it reported %q): %w", n, e.ImageID, loaded, errdefs.ErrRejected)
 }
 
 // sameLayers says whether img is e's image as far as the engine shows it:

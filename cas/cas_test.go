@@ -1045,18 +1045,9 @@ func ExampleStore_TryLock() {
 // integrity verdict on the blob), and nothing is published.
 func TestIngestStoredPassesContentOn(t *testing.T) {
 	ctx := context.Background()
-	src, srcRoot := openStore(t)
 	dst, _ := openStore(t)
 	data := bytes.Repeat([]byte("imgcache content "), 300000)
-	in, err := src.Ingest(ctx, bytes.NewReader(data), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.Release()
-	stored, err := os.ReadFile(blobFile(srcRoot, in.Digest))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, stored := storedForm(t, data)
 	var content bytes.Buffer
 	got, err := dst.IngestStored(ctx, bytes.NewReader(stored), in.Digest, &content)
 	if err != nil {
@@ -1075,6 +1066,23 @@ func TestIngestStoredPassesContentOn(t *testing.T) {
 	if _, err := dst2.Stat(in.Digest); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("a blob whose content could not be passed on was published: %v", err)
 	}
+}
+
+// storedForm ingests data into a store of its own and returns the blob
+// and its stored bytes (what a remote serves).
+func storedForm(t *testing.T, data []byte) (*cas.Ingested, []byte) {
+	t.Helper()
+	src, root := openStore(t)
+	in, err := src.Ingest(context.Background(), bytes.NewReader(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Release()
+	stored, err := os.ReadFile(blobFile(root, in.Digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in, stored
 }
 
 // failAfter takes n bytes, then fails with err.
@@ -1097,18 +1105,9 @@ func (f *failAfter) Write(p []byte) (int, error) {
 // content other than it claims, or bytes that are no zstd stream.
 func TestIngestStored(t *testing.T) {
 	ctx := context.Background()
-	src, srcRoot := openStore(t)
 	dst, dstRoot := openStore(t)
 	data := bytes.Repeat([]byte("imgcache "), 1<<20)
-	in, err := src.Ingest(ctx, bytes.NewReader(data), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in.Release()
-	stored, err := os.ReadFile(blobFile(srcRoot, in.Digest))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in, stored := storedForm(t, data)
 	got, err := dst.IngestStored(ctx, bytes.NewReader(stored), in.Digest, nil)
 	if err != nil {
 		t.Fatal(err)
