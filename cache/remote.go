@@ -629,7 +629,7 @@ func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remo
 				return fail(err)
 			}
 		}
-		if err := c.streamLoad(ctx, e, byContent, stored, &mu, fetch, load); err != nil {
+		if err := c.loadWhilePulling(e, byContent, stored, &mu, fetch, load); err != nil {
 			return fail(err)
 		}
 	}
@@ -667,13 +667,15 @@ func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remo
 	return put, nil
 }
 
-// streamLoad loads a split entry while it is pulled (pullSplit): see there.
-// The load's opener gives a stored piece from the layer store and streams
-// any other from the registry (through fetch, on a goroutine of its own,
-// into a pipe); every fetch has ended when it returns.
+// streamLoad loads a split entry while it is pulled (pullSplit), its
+// pieces read through open.
 type streamLoad func(e manifest.Entry, open skeleton.Open) error
 
-func (c *Cache) streamLoad(ctx context.Context, e manifest.Entry, byContent map[digest.Digest]ocispec.Descriptor, stored map[digest.Digest]int64, mu *sync.Mutex, fetch func(ocispec.Descriptor, io.Writer) error, load streamLoad) error {
+// loadWhilePulling calls load with an opener that gives a stored piece
+// from the layer store and streams any other from the registry (through
+// fetch, on a goroutine of its own, into a pipe whose end comes only once
+// the blob matched); every fetch has ended when it returns.
+func (c *Cache) loadWhilePulling(e manifest.Entry, byContent map[digest.Digest]ocispec.Descriptor, stored map[digest.Digest]int64, mu *sync.Mutex, fetch func(ocispec.Descriptor, io.Writer) error, load streamLoad) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	open := func(d digest.Digest) (io.ReadCloser, error) {
