@@ -3,7 +3,6 @@ package cache
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/imgcache/imgcache/archive"
 	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/aside"
 	"github.com/imgcache/imgcache/internal/fsutil"
 	"github.com/imgcache/imgcache/manifest"
 	"github.com/imgcache/imgcache/naming"
@@ -272,7 +272,7 @@ func (c *Cache) reusePiece(ctx context.Context, name string, d digest.Digest, si
 		return manifest.Blob{}, false, nil
 	}
 	h.reused++
-	got, n, err := hashAside(r)
+	got, n, err := aside.Reader(r) // the reader hashes the whole tar: two cores
 	if err != nil {
 		lock.Release()
 		return manifest.Blob{}, true, fmt.Errorf("%s: %w", name, err)
@@ -489,45 +489,4 @@ func prescan(r io.Reader) map[string]digest.Digest {
 		}
 	}
 	return paths
-}
-
-// hashAside is the sha256 of r, computed on another goroutine than the one
-// reading: the reader already hashes the whole tar as it goes (Split), so
-// that a known layer's two hashes use two cores.
-func hashAside(r io.Reader) (digest.Digest, int64, error) {
-	const bufs, size = 4, 1 << 20
-	free := make(chan []byte, bufs)
-	for range bufs {
-		free <- make([]byte, size)
-	}
-	full := make(chan []byte, bufs)
-	done := make(chan digest.Digest)
-	go func() {
-		h := sha256.New()
-		for b := range full {
-			h.Write(b)
-			free <- b[:size]
-		}
-		done <- digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
-	}()
-	var n int64
-	var rerr error
-	for {
-		b := <-free
-		k, err := io.ReadFull(r, b)
-		n += int64(k)
-		if k > 0 {
-			full <- b[:k]
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			rerr = err
-			break
-		}
-	}
-	close(full)
-	d := <-done
-	return d, n, rerr
 }

@@ -29,6 +29,7 @@ import (
 	"hash"
 	"io"
 
+	"github.com/imgcache/imgcache/internal/aside"
 	"github.com/opencontainers/go-digest"
 	"github.com/vbatts/tar-split/archive/tar"
 )
@@ -90,8 +91,8 @@ func Split(r io.Reader, w io.Writer, minBlob int64, put Put) (*Result, error) {
 	minBlob = min(minBlob, MaxLiteral) // a literal never exceeds MaxLiteral
 	// The whole tar is hashed on a goroutine of its own: put hashes each
 	// payload too (and compresses the new ones), and two cores beat one.
-	whole := newAsideHash()
-	defer whole.abandon()
+	whole := aside.New()
+	defer whole.Close()
 	cr := &countingReader{r: io.TeeReader(r, whole)}
 	enc := &encoder{w: bufio.NewWriterSize(w, 1<<16)}
 	enc.raw([]byte(magic))
@@ -140,7 +141,7 @@ func Split(r io.Reader, w io.Writer, minBlob int64, put Put) (*Result, error) {
 		}
 	}
 	res.Size = cr.n
-	res.Digest = whole.sum()
+	res.Digest = whole.Sum()
 	enc.end(res.Size, res.Digest)
 	if enc.err == nil {
 		enc.err = enc.w.Flush()
@@ -385,11 +386,11 @@ func Join(w io.Writer, skel io.Reader, open Open, opts ...Option) (Ref, error) {
 	if err != nil {
 		return Ref{}, err
 	}
-	var whole *asideHash
+	var whole *aside.SHA256
 	out := w
 	if !o.noWhole {
-		whole = newAsideHash()
-		defer whole.abandon()
+		whole = aside.New()
+		defer whole.Close()
 		out = io.MultiWriter(w, whole)
 	}
 	for {
@@ -413,7 +414,7 @@ func Join(w io.Writer, skel io.Reader, open Open, opts ...Option) (Ref, error) {
 			if whole == nil {
 				return *rec.End, nil
 			}
-			if got := whole.sum(); got != rec.End.Digest {
+			if got := whole.Sum(); got != rec.End.Digest {
 				return Ref{}, fmt.Errorf("%w: its sha256 is %s, the skeleton says %s", ErrTarDigest, got, rec.End.Digest)
 			}
 			return *rec.End, nil
@@ -509,72 +510,6 @@ func atEnd(r io.Reader) error {
 		}
 	}
 	return nil
-}
-
-// asideHash is a sha256 computed on a goroutine of its own: Write copies
-// into a pooled buffer and hands it over, so the writer's goroutine does
-// not pay for the hash.
-type asideHash struct {
-	full chan []byte
-	free chan []byte
-	done chan digest.Digest
-	buf  []byte
-}
-
-const asideBuf = 1 << 20
-
-func newAsideHash() *asideHash {
-	a := &asideHash{full: make(chan []byte, 4), free: make(chan []byte, 4), done: make(chan digest.Digest, 1)}
-	for range 4 {
-		a.free <- make([]byte, 0, asideBuf)
-	}
-	full, free, done := a.full, a.free, a.done // sum sets a.full to nil
-	go func() {
-		h := sha256.New()
-		for b := range full {
-			h.Write(b)
-			free <- b[:0]
-		}
-		done <- digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
-	}()
-	return a
-}
-
-func (a *asideHash) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		if a.buf == nil {
-			a.buf = <-a.free
-		}
-		k := min(len(p), cap(a.buf)-len(a.buf))
-		a.buf = append(a.buf, p[:k]...)
-		p = p[k:]
-		if len(a.buf) == cap(a.buf) {
-			a.full <- a.buf
-			a.buf = nil
-		}
-	}
-	return n, nil
-}
-
-// sum flushes and returns the digest; the hash can take no more writes.
-func (a *asideHash) sum() digest.Digest {
-	if a.buf != nil && len(a.buf) > 0 {
-		a.full <- a.buf
-	}
-	a.buf = nil
-	close(a.full)
-	a.full = nil
-	return <-a.done
-}
-
-// abandon ends the goroutine if sum was not called.
-func (a *asideHash) abandon() {
-	if a.full != nil {
-		close(a.full)
-		a.full = nil
-		<-a.done
-	}
 }
 
 // extra reports an error if r has more bytes.
