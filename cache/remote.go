@@ -548,72 +548,42 @@ func (c *Cache) pullEntry(ctx context.Context, r Remote, n naming.Name, re *remo
 // bytes. Pieces load did not read are fetched after it; a load that fails
 // fails the pull, and nothing is recorded.
 func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remote.Entry, res *PullResult, load streamLoad) (*PutResult, error) {
-	h := &held{}
-	defer h.release()
-	fail := func(err error) (*PutResult, error) {
-		h.release() // the fresh blobs can be dropped once no lock of ours holds them
-		c.dropFresh(ctx, h.fresh)
+	p := &splitPull{c: c, ctx: ctx, r: r, res: res, stored: map[digest.Digest]int64{}, byContent: map[digest.Digest]ocispec.Descriptor{}}
+	defer p.held.release()
+	put, err := p.run(n, re, load)
+	if err != nil {
+		p.held.release() // the fresh blobs can be dropped once no lock of ours holds them
+		c.dropFresh(ctx, p.held.fresh)
 		return nil, err
 	}
-	var mu sync.Mutex // guards h, stored and res against a streaming fetch
-	stored := map[digest.Digest]int64{}
-	byContent := map[digest.Digest]ocispec.Descriptor{}
-	// have locks u if the layer store holds it; false: it must be fetched.
-	have := func(u digest.Digest) (bool, error) {
-		lctx, cancel := c.lockCtx(ctx)
-		lock, err := c.layers.Lock(lctx, u, false)
-		cancel()
-		if err != nil {
-			return false, err
-		}
-		st, err := c.layers.Stat(u)
-		if err != nil {
-			lock.Release()
-			return false, nil
-		}
-		mu.Lock()
-		h.locks = append(h.locks, lock)
-		stored[u] = st.Stored
-		mu.Unlock()
-		return true, nil
-	}
-	// fetch stores the blob desc from the registry, passing its content to
-	// content if not nil.
-	fetch := func(desc ocispec.Descriptor, content io.Writer) error {
-		u := remote.ContentOf(desc)
-		rc, err := r.FetchStored(ctx, desc)
-		if err != nil {
-			return err
-		}
-		in, err := c.layers.IngestStored(ctx, rc, u, content)
-		rc.Close()
-		if err != nil {
-			if errors.Is(err, errdefs.ErrIntegrity) {
-				err = fmt.Errorf("blob %s from %s: %w", desc.Digest, r.String(), err)
-			}
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		res.Fetched++
-		res.Bytes += desc.Size
-		h.locks = append(h.locks, in)
-		if !in.Deduplicated {
-			h.fresh = append(h.fresh, u)
-		}
-		stored[u] = in.Stored
-		return nil
-	}
+	return put, nil
+}
+
+// splitPull is one pullSplit's state. A streaming fetch runs beside the
+// load, so mu guards held, stored and res.
+type splitPull struct {
+	c   *Cache
+	ctx context.Context
+	r   Remote
+	res *PullResult
+
+	mu        sync.Mutex
+	held      held
+	stored    map[digest.Digest]int64              // content digest → stored size, of the blobs the layer store holds for us
+	byContent map[digest.Digest]ocispec.Descriptor // the entry's remote blobs by content digest
+}
+
+func (p *splitPull) run(n naming.Name, re *remote.Entry, load streamLoad) (*PutResult, error) {
 	var missing []ocispec.Descriptor
 	for _, desc := range re.Blobs {
 		u := remote.ContentOf(desc)
-		if _, ok := byContent[u]; ok {
+		if _, ok := p.byContent[u]; ok {
 			continue
 		}
-		byContent[u] = desc
-		ok, err := have(u)
+		p.byContent[u] = desc
+		ok, err := p.have(u)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
 		if !ok {
 			missing = append(missing, desc)
@@ -621,50 +591,102 @@ func (c *Cache) pullSplit(ctx context.Context, r Remote, n naming.Name, re *remo
 	}
 	e := re.Record
 	e.Name = n.String()
-	now := c.opt.Now().UTC()
+	now := p.c.opt.Now().UTC()
 	e.Added, e.LastUsed, e.Pinned = now, now, false
 	if load != nil && e.Skeleton != nil {
-		if _, ok := stored[e.Skeleton.Digest]; !ok {
-			if err := fetch(byContent[e.Skeleton.Digest], nil); err != nil {
-				return fail(err)
+		if !p.isStored(e.Skeleton.Digest) {
+			if err := p.fetch(p.byContent[e.Skeleton.Digest], nil); err != nil {
+				return nil, err
 			}
 		}
-		if err := c.loadWhilePulling(e, byContent, stored, &mu, fetch, load); err != nil {
-			return fail(err)
+		if err := p.loadWhilePulling(e, load); err != nil {
+			return nil, err
 		}
 	}
 	for _, desc := range missing {
-		mu.Lock()
-		_, ok := stored[remote.ContentOf(desc)]
-		mu.Unlock()
-		if ok {
-			continue
+		if p.isStored(remote.ContentOf(desc)) {
+			continue // the load streamed it
 		}
-		if err := fetch(desc, nil); err != nil {
-			return fail(err)
+		if err := p.fetch(desc, nil); err != nil {
+			return nil, err
 		}
 	}
 	skel := *e.Skeleton
-	skel.StoredSize = stored[skel.Digest]
+	skel.StoredSize = p.stored[skel.Digest]
 	e.Skeleton = &skel
 	e.StoredSize = skel.StoredSize
 	pieces := make([]manifest.Blob, len(e.Pieces))
-	for i, p := range e.Pieces {
-		p.StoredSize = stored[p.Digest]
-		pieces[i] = p
-		e.StoredSize += p.StoredSize
+	for i, b := range e.Pieces {
+		b.StoredSize = p.stored[b.Digest]
+		pieces[i] = b
+		e.StoredSize += b.StoredSize
 	}
 	e.Pieces = pieces
-	if err := c.checkSkeleton(&e); err != nil {
-		return fail(fmt.Errorf("%w: the entry's skeleton from %s: %v", errdefs.ErrIntegrity, r.String(), err))
+	if err := p.c.checkSkeleton(&e); err != nil {
+		return nil, fmt.Errorf("%w: the entry's skeleton from %s: %v", errdefs.ErrIntegrity, p.r.String(), err)
 	}
-	put, err := c.record(ctx, n, e)
+	put, err := p.c.record(p.ctx, n, e)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
-	put.New, put.Reused = len(h.fresh), len(re.Blobs)-len(h.fresh)
-	c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
+	put.New, put.Reused = len(p.held.fresh), len(re.Blobs)-len(p.held.fresh)
+	p.c.count(func(s *Counters) { s.Puts++; s.BytesIngested += e.Size })
 	return put, nil
+}
+
+func (p *splitPull) isStored(u digest.Digest) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.stored[u]
+	return ok
+}
+
+// have locks u if the layer store holds it; false: it must be fetched.
+func (p *splitPull) have(u digest.Digest) (bool, error) {
+	lctx, cancel := p.c.lockCtx(p.ctx)
+	lock, err := p.c.layers.Lock(lctx, u, false)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	st, err := p.c.layers.Stat(u)
+	if err != nil {
+		lock.Release()
+		return false, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held.locks = append(p.held.locks, lock)
+	p.stored[u] = st.Stored
+	return true, nil
+}
+
+// fetch stores the blob desc from the registry, passing its content to
+// content if not nil.
+func (p *splitPull) fetch(desc ocispec.Descriptor, content io.Writer) error {
+	u := remote.ContentOf(desc)
+	rc, err := p.r.FetchStored(p.ctx, desc)
+	if err != nil {
+		return err
+	}
+	in, err := p.c.layers.IngestStored(p.ctx, rc, u, content)
+	rc.Close()
+	if err != nil {
+		if errors.Is(err, errdefs.ErrIntegrity) {
+			err = fmt.Errorf("blob %s from %s: %w", desc.Digest, p.r.String(), err)
+		}
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Fetched++
+	p.res.Bytes += desc.Size
+	p.held.locks = append(p.held.locks, in)
+	if !in.Deduplicated {
+		p.held.fresh = append(p.held.fresh, u)
+	}
+	p.stored[u] = in.Stored
+	return nil
 }
 
 // streamLoad loads a split entry while it is pulled (pullSplit), its
@@ -675,17 +697,14 @@ type streamLoad func(e manifest.Entry, open skeleton.Open) error
 // from the layer store and streams any other from the registry (through
 // fetch, on a goroutine of its own, into a pipe whose end comes only once
 // the blob matched); every fetch has ended when it returns.
-func (c *Cache) loadWhilePulling(e manifest.Entry, byContent map[digest.Digest]ocispec.Descriptor, stored map[digest.Digest]int64, mu *sync.Mutex, fetch func(ocispec.Descriptor, io.Writer) error, load streamLoad) error {
+func (p *splitPull) loadWhilePulling(e manifest.Entry, load streamLoad) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	open := func(d digest.Digest) (io.ReadCloser, error) {
-		mu.Lock()
-		_, ok := stored[d]
-		mu.Unlock()
-		if ok {
-			return c.layers.Open(d)
+		if p.isStored(d) {
+			return p.c.layers.Open(d)
 		}
-		desc, ok := byContent[d]
+		desc, ok := p.byContent[d]
 		if !ok {
 			return nil, fmt.Errorf("%w: the skeleton references %s, which the entry's manifest does not list", errdefs.ErrIntegrity, d)
 		}
@@ -693,7 +712,7 @@ func (c *Cache) loadWhilePulling(e manifest.Entry, byContent map[digest.Digest]o
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pw.CloseWithError(fetch(desc, pw)) // EOF only once the blob matched
+			pw.CloseWithError(p.fetch(desc, pw)) // EOF only once the blob matched
 		}()
 		return pr, nil
 	}
