@@ -39,19 +39,22 @@ func TestExportIsByteIdentical(t *testing.T) {
 			if got := export(t, c, name); !bytes.Equal(got, data) {
 				t.Fatalf("Export: %d bytes, not identical to the %d put", len(got), len(data))
 			}
-			dst := filepath.Join(t.TempDir(), "out.tar")
-			e, err := c.ExportFile(context.Background(), mustName(t, name), dst)
-			if err != nil {
-				t.Fatalf("ExportFile: %v", err)
-			}
-			if e.Digest != sha(data) {
-				t.Errorf("ExportFile returned entry %s", e.Digest)
-			}
-			if got := readFile(t, dst); !bytes.Equal(got, data) {
-				t.Fatalf("ExportFile: %d bytes, not identical to the %d put", len(got), len(data))
-			}
-			if left := dirNames(t, filepath.Dir(dst)); !slices.Equal(left, []string{"out.tar"}) {
-				t.Errorf("ExportFile left %v next to the output", left)
+			// Durable or not, the file appears whole and alone.
+			for _, durable := range []bool{false, true} {
+				dst := filepath.Join(t.TempDir(), "out.tar")
+				e, err := c.ExportFile(context.Background(), mustName(t, name), dst, durable)
+				if err != nil {
+					t.Fatalf("ExportFile (durable %v): %v", durable, err)
+				}
+				if e.Digest != sha(data) {
+					t.Errorf("ExportFile returned entry %s", e.Digest)
+				}
+				if got := readFile(t, dst); !bytes.Equal(got, data) {
+					t.Fatalf("ExportFile (durable %v): %d bytes, not identical to the %d put", durable, len(got), len(data))
+				}
+				if left := dirNames(t, filepath.Dir(dst)); !slices.Equal(left, []string{"out.tar"}) {
+					t.Errorf("ExportFile (durable %v) left %v next to the output", durable, left)
+				}
 			}
 		})
 	}
@@ -110,7 +113,7 @@ func TestExportFileFailures(t *testing.T) {
 
 			outDir := t.TempDir()
 			dst := filepath.Join(outDir, "out.tar")
-			_, err := c.ExportFile(context.Background(), mustName(t, name), dst)
+			_, err := c.ExportFile(context.Background(), mustName(t, name), dst, false)
 			if err == nil {
 				t.Fatal("ExportFile succeeded")
 			}
@@ -125,11 +128,12 @@ func TestExportFileFailures(t *testing.T) {
 				t.Errorf("ExportFile left %v behind", left)
 			}
 
-			// An existing destination is not clobbered by a failed export.
+			// An existing destination is not clobbered by a failed export
+			// (a durable one, this time).
 			if err := os.WriteFile(dst, []byte("precious"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.ExportFile(context.Background(), mustName(t, name), dst); err == nil {
+			if _, err := c.ExportFile(context.Background(), mustName(t, name), dst, true); err == nil {
 				t.Fatal("second ExportFile succeeded")
 			}
 			if got := readFile(t, dst); string(got) != "precious" {
@@ -163,7 +167,7 @@ func TestListInspectAreNotUsesExportIs(t *testing.T) {
 		{"SetPinned", func() error { return c.SetPinned(ctx, n, true) }, false, time.Hour},
 		{"Export", func() error { _, err := c.Export(ctx, n, &bytes.Buffer{}); return err }, true, time.Hour},
 		{"ExportFile", func() error {
-			_, err := c.ExportFile(ctx, n, filepath.Join(t.TempDir(), "x.tar"))
+			_, err := c.ExportFile(ctx, n, filepath.Join(t.TempDir(), "x.tar"), false)
 			return err
 		}, true, time.Hour},
 		{"Put again", func() error {

@@ -425,14 +425,23 @@ func (c *Cache) export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 }
 
 // ExportFile exports to path through a temp file renamed into place once
-// verified (and fsynced): nothing appears at path unless it verified.
-func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string) (manifest.Entry, error) {
+// verified: nothing appears at path unless it verified. With durable, the
+// file and its directory are fsynced before it returns (the file survives a
+// power cut); without, the file is written as docker save -o and cp write
+// theirs, left to the kernel's writeback.
+func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string, durable bool) (manifest.Entry, error) {
 	var e manifest.Entry
-	err := fsutil.WriteAtomic(path, "", func(w io.Writer) error {
+	export := func(w io.Writer) error {
 		var err error
 		e, err = c.export(ctx, n, w)
 		return err
-	})
+	}
+	var err error
+	if durable {
+		err = fsutil.WriteAtomic(path, "", export)
+	} else {
+		err = fsutil.WriteRenamed(path, export)
+	}
 	switch {
 	case errors.Is(err, errdefs.ErrIntegrity):
 		return e, fmt.Errorf("export %s: %w; nothing was written to %s", n, err, path)

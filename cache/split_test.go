@@ -205,7 +205,7 @@ func TestSplitTampered(t *testing.T) {
 				var err error
 				if op == "export" {
 					out := filepath.Join(t.TempDir(), "out.tar")
-					_, err = c.ExportFile(context.Background(), n, out)
+					_, err = c.ExportFile(context.Background(), n, out, false)
 					if exists(t, out) {
 						t.Error("export left a file of unverified bytes")
 					}

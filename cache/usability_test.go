@@ -57,7 +57,7 @@ func TestExportOfDamagedBlob(t *testing.T) {
 		var err error
 		var want string
 		if toFile {
-			_, err = c.ExportFile(ctx, mustName(t, "capy-ubuntu-25.04-gcc15"), out)
+			_, err = c.ExportFile(ctx, mustName(t, "capy-ubuntu-25.04-gcc15"), out, false)
 			want = "nothing was written to " + out
 			if _, serr := os.Lstat(out); serr == nil {
 				t.Errorf("export -o of a damaged blob left %s", out)

@@ -300,7 +300,7 @@ func TestSaveRoundTrip(t *testing.T) {
 
 	digest := must(t, dir, "save", ref, "capy-ubuntu-25.04-saved")
 	out := filepath.Join(t.TempDir(), "exported.tar")
-	must(t, dir, "export", "capy-ubuntu-25.04-saved", "-o", out)
+	must(t, dir, "export", "capy-ubuntu-25.04-saved", "-o", out, "--sync")
 	if got := "sha256:" + sha256File(t, out); got != digest {
 		t.Fatalf("export of a saved image hashes to %s, save printed %s", got, digest)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/imgcache/imgcache/cache"
+	"github.com/imgcache/imgcache/errdefs"
 	"github.com/imgcache/imgcache/naming"
 )
 
@@ -71,6 +72,7 @@ func (c *getCmd) Run(e *env) error {
 type exportCmd struct {
 	Name   string `arg:"" help:"Cache name."`
 	Output string `short:"o" help:"Write to this file (created only once verified) instead of standard output." placeholder:"FILE"`
+	Sync   bool   `help:"With -o: fsync FILE and its directory before returning, so that it survives a power cut (slower: the disk sets the pace)."`
 }
 
 func (c *exportCmd) Help() string {
@@ -83,9 +85,12 @@ func (c *exportCmd) Run(e *env) error {
 		return err
 	}
 	if c.Output == "" || c.Output == "-" {
+		if c.Sync {
+			return fmt.Errorf("export --sync: %w: it makes -o FILE durable; standard output is not a file imgcache names", errdefs.ErrInvalid)
+		}
 		_, err = ca.Export(e.ctx, n, e.stdout)
 		return err
 	}
-	_, err = ca.ExportFile(e.ctx, n, c.Output)
+	_, err = ca.ExportFile(e.ctx, n, c.Output, c.Sync)
 	return err
 }

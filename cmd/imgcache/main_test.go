@@ -87,6 +87,7 @@ func TestExitCodes(t *testing.T) {
 		{"bad umask", []string{"--dir", dir, "--umask", "8", "ls"}, 2, "octal"},
 		{"bad hold", []string{"--dir", dir, "get", "--hold", "2x", "capy-ubuntu-25.04-a"}, 2, "want e.g."},
 		{"platform with build", []string{"--dir", dir, "get", "--build", "--platform", "linux/arm64", "capy-ubuntu-25.04-a"}, 2, "--platform does not go with --build"},
+		{"sync without a file", []string{"--dir", dir, "export", "--sync", "capy-ubuntu-25.04-a"}, 2, "it makes -o FILE durable"},
 		{"unknown name", []string{"--dir", dir, "inspect", "capy-ubuntu-25.04-none"}, 3, "no entry named"},
 		{"rm unknown", []string{"--dir", dir, "rm", "capy-ubuntu-25.04-none"}, 3, "no entry named"},
 		{"not a tar", []string{"--dir", dir, "put", "capy-ubuntu-25.04-x", notTar}, 2, "not a tar"},

@@ -67,7 +67,20 @@ func ReadOnly(path string) error {
 // directory. Readers see the old content or the new, never a mix; a crash
 // leaves at most the temp file. The new file's mode is FileMode before the
 // umask. Errors wrap ErrNoSpace when the filesystem is full.
-func WriteAtomic(path, tmp string, write func(io.Writer) error) (err error) {
+func WriteAtomic(path, tmp string, write func(io.Writer) error) error {
+	return writeRenamed(path, tmp, true, write)
+}
+
+// WriteRenamed is WriteAtomic without the fsyncs, for large outputs that
+// are the user's own files (export -o), as docker save -o and cp write
+// theirs: path appears only once write succeeded, and a killed process
+// leaves at most the temp file, but after a power cut path may be shorter
+// than what was written.
+func WriteRenamed(path string, write func(io.Writer) error) error {
+	return writeRenamed(path, "", false, write)
+}
+
+func writeRenamed(path, tmp string, durable bool, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	var f *os.File
 	if tmp != "" {
@@ -83,11 +96,15 @@ func WriteAtomic(path, tmp string, write func(io.Writer) error) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	// Large outputs (export -o) start their writeback as they go, so that
-	// the fsync below waits for the tail only.
-	err = write(Writeback(f, 32<<20))
-	if err == nil {
-		err = f.Sync()
+	if durable {
+		// Large outputs (export -o --sync) start their writeback as they
+		// go, so that the fsync below waits for the tail only.
+		err = write(Writeback(f, 32<<20))
+		if err == nil {
+			err = f.Sync()
+		}
+	} else {
+		err = write(Writeback(f, 0))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -95,7 +112,7 @@ func WriteAtomic(path, tmp string, write func(io.Writer) error) (err error) {
 	if err == nil {
 		err = os.Rename(f.Name(), path)
 	}
-	if err == nil {
+	if err == nil && durable {
 		err = SyncDir(dir)
 	}
 	if err != nil {

@@ -3,7 +3,8 @@
 //
 //   - creating files and directories with modes the umask decides
 //     (FileMode, DirMode, CreateExcl, CreateTemp, MkdirAll, ReadOnly);
-//   - replacing a file atomically and durably (WriteAtomic), and fsyncing a
+//   - replacing a file atomically and durably (WriteAtomic), or atomically
+//     only, for the user's large outputs (WriteRenamed), and fsyncing a
 //     directory after a rename or unlink (SyncDir);
 //   - classifying a full filesystem as errdefs.ErrNoSpace (Classify);
 //   - reading free space (FreeBytes), mapping a file read-only

@@ -7,7 +7,8 @@ import "os"
 // The fsync that makes the file durable then finds little left to do, instead
 // of flushing the whole file at the end while nothing else runs. It changes
 // no guarantee: only the fsync makes data durable. On systems without
-// sync_file_range it is a plain writer.
+// sync_file_range it is a plain writer. With every 0 it starts no writeback
+// and only bounds the size of each write(2).
 func Writeback(f *os.File, every int64) *WritebackFile {
 	return &WritebackFile{f: f, every: every}
 }
@@ -37,7 +38,7 @@ func (w *WritebackFile) Write(b []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if w.off-w.flushed >= w.every {
+		if w.every > 0 && w.off-w.flushed >= w.every {
 			startWriteback(w.f, w.flushed, w.off-w.flushed) // advisory: an error changes nothing
 			w.flushed = w.off
 		}
