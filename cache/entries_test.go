@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,34 @@ func TestExportIsByteIdentical(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExportFileRefusesABadPath: a directory, or a path whose directory is
+// missing or a file, is bad input, said before anything is read or made.
+func TestExportFileRefusesABadPath(t *testing.T) {
+	t.Parallel()
+	c, _ := newCache(t)
+	data, _ := image(t, "t/x:1", 1)
+	const name = "capy-ubuntu-25.04-gcc15"
+	put(t, c, name, data)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		dir:                                    "is a directory",
+		filepath.Join(dir, "missing", "x.tar"): "does not exist",
+		filepath.Join(file, "x.tar"):           "is not a directory",
+	} {
+		_, err := c.ExportFile(context.Background(), mustName(t, name), path, false)
+		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), want) {
+			t.Errorf("ExportFile to %s = %v, want bad input saying %q", path, err, want)
+		}
+	}
+	if left := dirNames(t, dir); !slices.Equal(left, []string{"file"}) {
+		t.Errorf("left behind: %v", left)
 	}
 }
 

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -430,25 +433,46 @@ func (c *Cache) export(ctx context.Context, n naming.Name, w io.Writer) (manifes
 // power cut); without, the file is written as docker save -o and cp write
 // theirs, left to the kernel's writeback.
 func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string, durable bool) (manifest.Entry, error) {
-	var e manifest.Entry
+	e, err := c.entry(ctx, n)
+	if err != nil {
+		return e, err
+	}
+	if err := outputFile(path); err != nil {
+		return e, fmt.Errorf("export %s: %w", n, err)
+	}
 	export := func(w io.Writer) error {
 		var err error
 		e, err = c.export(ctx, n, w)
 		return err
 	}
-	var err error
 	if durable {
 		err = fsutil.WriteAtomic(path, "", export)
 	} else {
 		err = fsutil.WriteRenamed(path, export)
 	}
-	switch {
-	case errors.Is(err, errdefs.ErrIntegrity):
+	if errors.Is(err, errdefs.ErrIntegrity) {
 		return e, fmt.Errorf("export %s: %w; nothing was written to %s", n, err, path)
-	case err != nil && !errors.Is(err, errdefs.ErrNotFound):
-		return e, fmt.Errorf("export %s: %w", n, err)
 	}
-	return e, err
+	return e, err // the file's errors name it, the export's name the entry
+}
+
+// outputFile refuses, before anything is read, a path a file cannot be
+// written at: a directory, or one in a directory that does not exist.
+func outputFile(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("%w: -o %s is a directory: name the file to write", errdefs.ErrInvalid, path)
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: -o %s: the directory %s does not exist", errdefs.ErrInvalid, path, dir)
+	case err != nil:
+		return fmt.Errorf("-o %s: %w", path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("%w: -o %s: %s is not a directory", errdefs.ErrInvalid, path, dir)
+	}
+	return nil
 }
 
 // foreignPlatform decides whether n's image, built for another platform

@@ -66,7 +66,8 @@ func ReadOnly(path string) error {
 // lock; else a unique hidden name), fsync, rename over path, fsync of the
 // directory. Readers see the old content or the new, never a mix; a crash
 // leaves at most the temp file. The new file's mode is FileMode before the
-// umask. Errors wrap ErrNoSpace when the filesystem is full.
+// umask. Errors of the file wrap ErrNoSpace when the filesystem is full;
+// write's own errors (not its writer's) are returned as they are.
 func WriteAtomic(path, tmp string, write func(io.Writer) error) error {
 	return writeRenamed(path, tmp, true, write)
 }
@@ -96,15 +97,20 @@ func writeRenamed(path, tmp string, durable bool, write func(io.Writer) error) (
 			os.Remove(f.Name())
 		}
 	}()
+	// Large outputs (export -o --sync) start their writeback as they go,
+	// so that the fsync below waits for the tail only.
+	fw := &fileWriter{w: Writeback(f, 0)}
 	if durable {
-		// Large outputs (export -o --sync) start their writeback as they
-		// go, so that the fsync below waits for the tail only.
-		err = write(Writeback(f, 32<<20))
-		if err == nil {
-			err = f.Sync()
-		}
-	} else {
-		err = write(Writeback(f, 0))
+		fw.w = Writeback(f, 32<<20)
+	}
+	if err = write(fw); err != nil && fw.err == nil {
+		// The producer's own failure (not the file's): its words.
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err == nil && durable {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -119,4 +125,19 @@ func writeRenamed(path, tmp string, durable bool, write func(io.Writer) error) (
 		return fmt.Errorf("write %s: %w", path, Classify(err))
 	}
 	return nil
+}
+
+// fileWriter remembers the first error of the file it writes to, telling
+// it apart from an error of the code that writes.
+type fileWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *fileWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil && f.err == nil {
+		f.err = err
+	}
+	return n, err
 }

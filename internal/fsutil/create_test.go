@@ -4,9 +4,11 @@ package fsutil
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -53,28 +55,52 @@ func TestModesFollowTheUmask(t *testing.T) {
 	}
 }
 
-// TestWriteAtomic: the old content stays when write fails, no temp file is
-// left, and the new content replaces it whole.
+// TestWriteAtomic: durable or not, the old content stays when write fails
+// (its error returned as it is), no temp file is left, a failing file's
+// error names the file, and the new content replaces the old whole.
 func TestWriteAtomic(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	boom := errors.New("boom")
-	if err := WriteAtomic(p, "", func(w io.Writer) error { io.WriteString(w, "half"); return boom }); !errors.Is(err, boom) {
-		t.Fatalf("WriteAtomic = %v, want the write's error", err)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "old" {
-		t.Errorf("after a failed write: %q", b)
-	}
-	if err := WriteAtomic(p, filepath.Join(dir, "f.tmp"), func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(p); string(b) != "new" {
-		t.Errorf("after a write: %q", b)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
-		t.Errorf("left behind: %v", ents)
+	for _, tc := range []struct {
+		name  string
+		write func(path, tmp string, write func(io.Writer) error) error
+	}{
+		{"durable", WriteAtomic},
+		{"renamed", func(path, _ string, write func(io.Writer) error) error { return WriteRenamed(path, write) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, "f")
+			if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			boom := errors.New("boom")
+			if err := tc.write(p, "", func(w io.Writer) error { io.WriteString(w, "half"); return boom }); err != boom {
+				t.Fatalf("write failing = %v, want its own error unwrapped", err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "old" {
+				t.Errorf("after a failed write: %q", b)
+			}
+			// The file failing: its error names the file.
+			err := tc.write(p, "", func(w io.Writer) error {
+				w.(*fileWriter).w = failingWriter{}
+				_, err := io.WriteString(w, "x")
+				return fmt.Errorf("copying: %w", err)
+			})
+			if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "write "+p) {
+				t.Errorf("file failing = %v, want EIO naming %s", err, p)
+			}
+			if err := tc.write(p, filepath.Join(dir, "f.tmp"), func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := os.ReadFile(p); string(b) != "new" {
+				t.Errorf("after a write: %q", b)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+				t.Errorf("left behind: %v", ents)
+			}
+		})
 	}
 }
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, syscall.EIO }
