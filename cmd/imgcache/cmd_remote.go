@@ -87,13 +87,18 @@ func (c *pushCmd) Run(e *env) error {
 		for _, en := range entries {
 			names = append(names, naming.MustParse(en.Name))
 		}
+		if len(names) == 0 && !c.JSON {
+			fmt.Fprintln(e.stderr, "push: the cache holds no entries: nothing to push")
+		}
 	}
-	var out []*cache.PushResult
+	out := []*cache.PushResult{} // [] in JSON, not null, when there is nothing
 	var first error
 	for _, n := range names {
 		res, err := ca.Push(e.ctx, n, cache.PushOptions{Force: c.Force})
 		if err != nil {
-			e.log.Error("push failed", "name", n.String(), "err", err)
+			if len(names) > 1 { // one name: the error says it all
+				e.log.Error("push failed", "name", n.String(), "err", err)
+			}
 			if first == nil {
 				first = err
 			}
@@ -140,12 +145,14 @@ func (c *pullCmd) Run(e *env) error {
 	if !ca.HasRemote() {
 		return fmt.Errorf("pull: %w", errNoRemoteFlag)
 	}
-	var out []any
+	out := []any{}
 	var first error
 	for _, n := range names {
 		res, err := ca.Pull(e.ctx, n)
 		if err != nil {
-			e.log.Error("pull failed", "name", n.String(), "err", err)
+			if len(names) > 1 {
+				e.log.Error("pull failed", "name", n.String(), "err", err)
+			}
 			if first == nil {
 				first = err
 			}

@@ -355,3 +355,16 @@ func TestGCMinAge(t *testing.T) {
 		t.Fatalf("--min-age 0 kept the entry: %s", out)
 	}
 }
+
+// TestPushNothing: push of an empty cache contacts no registry (the one
+// named answers nothing), says so on stderr, and prints [] with --json.
+func TestPushNothing(t *testing.T) {
+	isolate(t)
+	dir := t.TempDir()
+	if out, errs, code := run(t, "--dir", dir, "--remote", "127.0.0.1:1/ci/imgcache", "push"); code != 0 || out != "" || !strings.Contains(errs, "nothing to push") {
+		t.Fatalf("push of an empty cache: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if out, errs, code := run(t, "--dir", dir, "--remote", "127.0.0.1:1/ci/imgcache", "push", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("push --json of an empty cache: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
