@@ -60,6 +60,7 @@ func putStdin(t *testing.T, dir, name, file string) result {
 // stored as the tar inside: its digest is what `zcat | sha256sum` prints,
 // export writes the tar back, and get loads it. Before, put refused them.
 func TestPutCompressedInput(t *testing.T) {
+	withoutRace(t)
 	needDocker(t)
 	ref := importBusybox(t, "imgcache-e2e/compressed", []string{"sh"}, map[string][]byte{"data": randomBytes(seed.Add(1), 3<<20)})
 	tarPath := saveImage(t, ref)

@@ -52,7 +52,8 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bin = filepath.Join(dir, "imgcache")
 	build := exec.Command("go", "build", "-race", "-o", bin, "../cmd/imgcache")
-	if os.Getenv("E2E_NORACE") != "" {
+	raceBinary = os.Getenv("E2E_NORACE") == ""
+	if !raceBinary {
 		build = exec.Command("go", "build", "-o", bin, "../cmd/imgcache")
 	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -122,6 +123,23 @@ func needDockerEngine(t *testing.T, why string) {
 	t.Helper()
 	if onPodman() {
 		t.Skipf("Docker only (%s); the Docker pass of scripts/test.sh runs it", why)
+	}
+}
+
+// raceBinary says the binary under test carries the race detector (the
+// default; E2E_NORACE=1 builds it without).
+var raceBinary bool
+
+// withoutRace skips a test while the binary carries the race detector:
+// the SIGKILL and many-process tests drive it through hundreds of
+// operations (minutes each under -race), and their kill points would fall
+// in the detector's bookkeeping rather than in the I/O they test.
+// scripts/test.sh runs them in a pass of their own without it, and checks
+// that every one ran, as it does the unit tests too slow under -race.
+func withoutRace(t *testing.T) {
+	t.Helper()
+	if raceBinary {
+		t.Skip("runs against a binary without the race detector: E2E_NORACE=1 (scripts/test.sh's no-race e2e pass)")
 	}
 }
 

@@ -57,6 +57,7 @@ func checkHealthy(t *testing.T, dir string) map[string]string {
 // on its snapshot (a finding about an entry a concurrent put, rm or gc
 // changed: verify exits 9, or repair drops an acknowledged put).
 func TestManyProcesses(t *testing.T) {
+	withoutRace(t)
 	const procs, ops = 8, 24
 	withDocker := dockerErr == nil
 	dir := t.TempDir()
@@ -194,6 +195,7 @@ func afterCrash(t *testing.T, dir string) {
 }
 
 func TestCrashDuringPut(t *testing.T) {
+	withoutRace(t)
 	dir := t.TempDir()
 	// ~32 MiB, incompressible; its base layer is also the kept entry's.
 	big, _ := genImage(t, testimage.Options{Layers: 4, FilesPerLayer: 8, FileSize: 1 << 20, SharedLayers: 1, BaseSeed: 11})
@@ -225,6 +227,7 @@ func TestCrashDuringPut(t *testing.T) {
 // nothing. Fails if gc deletes blobs before the manifest no longer names
 // them (verify then finds missing blobs after a kill).
 func TestCrashDuringGC(t *testing.T) {
+	withoutRace(t)
 	pristine := t.TempDir()
 	for i := range 12 {
 		p, _ := genImage(t, testimage.Options{FileSize: 64 << 10, Layers: 2, SharedLayers: 1, BaseSeed: 3})
@@ -267,6 +270,7 @@ func TestCrashDuringGC(t *testing.T) {
 // Fails if a killed load can leave the image half-committed or the cache
 // unhealthy (afterCrash's verify and gc).
 func TestCrashDuringGet(t *testing.T) {
+	withoutRace(t)
 	needDocker(t)
 	dir := t.TempDir()
 	p, img := genImage(t, testimage.Options{Layers: 3, FilesPerLayer: 8, FileSize: 1 << 20})
@@ -429,6 +433,7 @@ func TestInterruptDuringLockWait(t *testing.T) {
 // entry exports its tar; the runs together convert every entry, and the
 // base the images share ends up stored once.
 func TestCrashDuringMigrate(t *testing.T) {
+	withoutRace(t)
 	pristine := wholeTarDir(t)
 	want := map[string]string{}
 	for i := range 4 {

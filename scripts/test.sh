@@ -10,7 +10,9 @@
 #   1. gofmt and go vet, with cgo (libzstd encoder) and without (pure Go);
 #   2. every test with -race, the end-to-end suite against the real daemon
 #      included (IMGCACHE_E2E=1; with CI=true a missing daemon fails);
-#   3. the tests too slow under the race detector, without it (-short=false);
+#   3. the tests too slow under the race detector, without it (-short=false):
+#      two unit tests, and the e2e tests that SIGKILL the binary or run many
+#      processes of it (the race pass skips them);
 #   4. the engine-facing e2e tests again, against Podman's Docker-compatible
 #      API (scripts/podman.sh installs and starts it);
 #   5. every fuzz target for FUZZTIME (default 10s).
@@ -76,10 +78,22 @@ if ! [ "$(grep -c -- '^--- PASS' "$slow")" -eq 2 ]; then
   echo "test.sh: the slow tests did not both run and pass" >&2; exit 1
 fi
 
+log "SIGKILL and many-process e2e tests against Docker, without the race detector (the race pass skips them)"
+norace_tests='^(TestManyProcesses|TestCrashDuringPut|TestCrashDuringGC|TestCrashDuringGet|TestCrashDuringMigrate|TestPutCompressedInput)$'
+norace_out=$(mktemp); trap 'rm -f "$slow" "$norace_out"' EXIT
+if ! E2E_NORACE=1 go test -count=1 -timeout 20m -v -run "$norace_tests" ./e2e >"$norace_out" 2>&1; then
+  grep -E '^(--- |ok|FAIL)|_test.go:[0-9]+:' "$norace_out" >&2 || cat "$norace_out" >&2
+  echo "test.sh: the no-race e2e pass failed" >&2; exit 1
+fi
+grep -E '^(--- (PASS|SKIP)|ok)' "$norace_out" || true
+if ! [ "$(grep -c '^--- PASS' "$norace_out")" -eq 6 ]; then
+  echo "test.sh: the no-race e2e pass did not run and pass all 6 tests" >&2; exit 1
+fi
+
 log "engine-facing e2e tests against Podman (scripts/podman.sh starts its API service)"
 podman_tests='^(TestColdThenWarmGet|TestConcurrentColdGet|TestTamperedBlobIsNeverLoaded|TestTruncatedBlobIsNeverLoaded|TestSaveRoundTrip|TestOCIArchiveGet|TestMetadataFarFromTheEnd|TestDaemonRejectsArchive|TestOtherArchitectureRefused|TestGCDockerUntagsButNeverForces|TestGetThenGCKeepsTheJobsImage|TestGCDockerSupersededImages|TestGCDockerMinFree|TestBuild|TestBuildFailingDockerfile|TestGetBuildOnMiss|TestGetBuildConcurrentMissBuildsOnce|TestLayersSharedBase|TestPutCompressedInput|TestActRunsJobInCachedImage)$'
 podman_host=$(scripts/podman.sh)
-podman_out=$(mktemp); trap 'rm -f "$slow" "$podman_out"' EXIT
+podman_out=$(mktemp); trap 'rm -f "$slow" "$norace_out" "$podman_out"' EXIT
 # IMGCACHE_E2E_ENGINE makes the suite refuse to run unless DOCKER_HOST is Podman.
 # Without the race detector: the Docker pass ran this code under it already.
 if ! DOCKER_HOST=$podman_host IMGCACHE_E2E_ENGINE=podman E2E_NORACE=1 go test -count=1 -timeout 20m -v -run "$podman_tests" ./e2e >"$podman_out" 2>&1; then
