@@ -3,6 +3,7 @@ package dockerbridge
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"github.com/moby/moby/client"
 	"github.com/opencontainers/go-digest"
@@ -56,25 +57,51 @@ func (b *Bridge) Layers(ctx context.Context) (Layers, error) {
 	if err != nil {
 		return Layers{}, b.wrap(err, "list images")
 	}
+	// One inspect per image: a host with hundreds of images would wait on
+	// them in turn (~1 ms each here), so a few go at once.
 	l.Chains = map[digest.Digest]bool{}
-	for _, s := range imgs.Items {
-		r, err := b.cli.ImageInspect(ctx, s.ID)
-		if err != nil {
-			continue // removed meanwhile: it holds nothing now
-		}
-		var diffIDs []digest.Digest
-		for _, d := range r.RootFS.Layers {
-			if dd, err := digest.Parse(d); err == nil {
-				diffIDs = append(diffIDs, dd)
-			} else {
-				break // a chain is only as good as its first bad link
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ids := make(chan string)
+	for range min(inspectWorkers, len(imgs.Items)) {
+		wg.Go(func() {
+			for id := range ids {
+				chains := b.chainsOf(ctx, id)
+				mu.Lock()
+				for _, c := range chains {
+					l.Chains[c] = true
+				}
+				mu.Unlock()
 			}
-		}
-		for _, c := range identity.ChainIDs(diffIDs) {
-			l.Chains[c] = true
-		}
+		})
 	}
+	for _, s := range imgs.Items {
+		ids <- s.ID
+	}
+	close(ids)
+	wg.Wait()
 	return l, nil
+}
+
+// inspectWorkers bounds the image inspects Layers has in flight.
+const inspectWorkers = 8
+
+// chainsOf is the chain ID of each layer of image id, from its first up to
+// its first unreadable diffID; none when the image is gone.
+func (b *Bridge) chainsOf(ctx context.Context, id string) []digest.Digest {
+	r, err := b.cli.ImageInspect(ctx, id)
+	if err != nil {
+		return nil // removed meanwhile: it holds nothing now
+	}
+	var diffIDs []digest.Digest
+	for _, d := range r.RootFS.Layers {
+		dd, err := digest.Parse(d)
+		if err != nil {
+			break // a chain is only as good as its first bad link
+		}
+		diffIDs = append(diffIDs, dd)
+	}
+	return identity.ChainIDs(diffIDs)
 }
 
 // store names the engine's image store, asked once.

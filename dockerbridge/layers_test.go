@@ -3,9 +3,11 @@ package dockerbridge
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -13,7 +15,8 @@ import (
 )
 
 // storeDaemon is a daemon that answers /version and /info as the given
-// engine does, and lists one image of two layers.
+// engine does, and lists images of two layers each (diffA, diffOf(i)),
+// and one more that is gone when inspected.
 func storeDaemon(t *testing.T, version, info string) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "docker.sock")
@@ -29,10 +32,21 @@ func storeDaemon(t *testing.T, version, info string) string {
 	mux.HandleFunc("/v1.41/version", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, version) })
 	mux.HandleFunc("/v1.41/info", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, info) })
 	mux.HandleFunc("/v1.41/images/json", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `[{"Id":"sha256:`+fmt.Sprintf("%064x", 1)+`"}]`)
+		var list []string
+		for i := 1; i <= images; i++ {
+			list = append(list, fmt.Sprintf(`{"Id":"sha256:%064x"}`, i))
+		}
+		list = append(list, fmt.Sprintf(`{"Id":"sha256:%064x"}`, gone))
+		fmt.Fprint(w, "["+strings.Join(list, ",")+"]")
 	})
 	mux.HandleFunc("/v1.41/images/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, `{"Id":"sha256:%064x","RootFS":{"Type":"layers","Layers":["%s","%s"]}}`, 1, diffA, diffB)
+		var i int
+		fmt.Sscanf(strings.TrimPrefix(r.URL.Path, "/v1.41/images/sha256:"), "%x", &i)
+		if i < 1 || i > images {
+			http.Error(w, `{"message":"No such image"}`, http.StatusNotFound)
+			return
+		}
+		fmt.Fprintf(w, `{"Id":"sha256:%064x","RootFS":{"Type":"layers","Layers":["%s","%s"]}}`, i, diffA, diffOf(i))
 	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)
@@ -40,10 +54,11 @@ func storeDaemon(t *testing.T, version, info string) string {
 	return "unix://" + sock
 }
 
-var (
-	diffA = digest.FromString("layer a")
-	diffB = digest.FromString("layer b")
-)
+var diffA = digest.FromString("layer a")
+
+const images, gone = 20, 99
+
+func diffOf(i int) digest.Digest { return digest.FromString(fmt.Sprintf("layer %d", i)) }
 
 // TestLayersDetectsTheStore: the store is read from the engine, never
 // assumed: Docker's classic store lists its chain IDs and takes partial
@@ -76,9 +91,18 @@ func TestLayersDetectsTheStore(t *testing.T) {
 			if l.Store != tc.store || l.Partial != tc.partial {
 				t.Fatalf("Layers = %+v, want store %q, partial %v", l, tc.store, tc.partial)
 			}
-			chains := identity.ChainIDs([]digest.Digest{diffA, diffB})
-			if tc.partial && (len(l.Chains) != 2 || !l.Chains[chains[0]] || !l.Chains[chains[1]]) {
-				t.Errorf("chains %v, want %v", l.Chains, chains)
+			if !tc.partial {
+				return
+			}
+			// Every image's chains (the base's once), the gone one none.
+			want := map[digest.Digest]bool{}
+			for i := 1; i <= images; i++ {
+				for _, c := range identity.ChainIDs([]digest.Digest{diffA, diffOf(i)}) {
+					want[c] = true
+				}
+			}
+			if !maps.Equal(l.Chains, want) {
+				t.Errorf("%d chains, want the %d of %d images", len(l.Chains), len(want), images)
 			}
 		})
 	}
