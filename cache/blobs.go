@@ -38,6 +38,9 @@ type BlobProvider interface {
 	// the content (what the remote tier uploads as is). ErrNotFound when
 	// there is no such blob.
 	OpenStored(d digest.Digest) (io.ReadCloser, error)
+	// CheckStored hashes the stored bytes and checks that they hold d's
+	// content (else ErrIntegrity); it returns their digest and size.
+	CheckStored(d digest.Digest) (digest.Digest, int64, error)
 }
 
 // BlobIngester stores new blobs.

@@ -445,11 +445,7 @@ func (c *Cache) ExportFile(ctx context.Context, n naming.Name, path string, dura
 		e, err = c.export(ctx, n, w)
 		return err
 	}
-	if durable {
-		err = fsutil.WriteAtomic(path, "", export)
-	} else {
-		err = fsutil.WriteRenamed(path, export)
-	}
+	err = fsutil.WriteOutput(path, durable, export)
 	if errors.Is(err, errdefs.ErrIntegrity) {
 		return e, fmt.Errorf("export %s: %w; nothing was written to %s", n, err, path)
 	}

@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -357,33 +355,12 @@ func (c *Cache) pushBlob(ctx context.Context, r Remote, desc ocispec.Descriptor,
 // it by) and checks that they hold its content: a damaged local blob is
 // never uploaded.
 func (c *Cache) checkStored(b storedBlob) (digest.Digest, int64, error) {
-	f, err := b.store.OpenStored(b.content)
-	if err != nil {
-		return "", 0, err
+	d, n, err := b.store.CheckStored(b.content)
+	if errors.Is(err, errdefs.ErrIntegrity) {
+		err = fmt.Errorf("%w; not uploading it (imgcache verify --repair)", err)
 	}
-	defer f.Close()
-	sh := sha256.New()
-	var n int64
-	tee := io.TeeReader(f, writerFunc(func(p []byte) (int, error) { n += int64(len(p)); return sh.Write(p) }))
-	dec, err := zstd.NewReader(tee, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<30))
-	if err != nil {
-		return "", 0, err
-	}
-	defer dec.Close()
-	ch := sha256.New()
-	if _, err := io.Copy(ch, dec); err != nil {
-		return "", 0, fmt.Errorf("%w: stored blob %s: %v (imgcache verify --repair)", errdefs.ErrIntegrity, b.content, err)
-	}
-	io.Copy(sh, f)
-	if got := digest.NewDigest(digest.SHA256, ch); got != b.content {
-		return "", 0, fmt.Errorf("%w: stored blob %s holds content of sha256 %s; not uploading it (imgcache verify --repair)", errdefs.ErrIntegrity, b.content, got)
-	}
-	return digest.NewDigest(digest.SHA256, sh), n, nil
+	return d, n, err
 }
-
-type writerFunc func(p []byte) (int, error)
-
-func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
 
 // PullResult reports one pull.
 type PullResult struct {

@@ -247,7 +247,7 @@ func WritePrometheus(w io.Writer, r *StatsReport) error {
 // WritePrometheusFile writes the report to path atomically (temp file in the
 // same directory, fsync, rename), as the textfile collector requires.
 func WritePrometheusFile(path string, r *StatsReport) error {
-	if err := fsutil.WriteAtomic(path, "", func(w io.Writer) error { return WritePrometheus(w, r) }); err != nil {
+	if err := fsutil.WriteOutput(path, true, func(w io.Writer) error { return WritePrometheus(w, r) }); err != nil {
 		return fmt.Errorf("prometheus file: %w", err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imgcache/imgcache/errdefs"
+	"github.com/imgcache/imgcache/internal/aside"
 )
 
 // Reader streams a blob's uncompressed content and verifies it as it goes:
@@ -96,6 +97,46 @@ func (s *Store) OpenStored(d digest.Digest) (*os.File, error) {
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
 	return f, nil
+}
+
+// CheckStored hashes blob d's stored bytes (what a registry keys the blob
+// by) and checks on the way that they decompress to d's content, so that
+// a damaged blob is never handed on as it is. It returns the stored
+// bytes' digest and size; a blob that does not hold d wraps
+// errdefs.ErrIntegrity.
+func (s *Store) CheckStored(d digest.Digest) (digest.Digest, int64, error) {
+	f, err := s.OpenStored(d)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	stored := aside.New() // hashed beside the decoding
+	defer stored.Close()
+	dec, err := newStream(io.TeeReader(f, stored))
+	if err != nil {
+		return "", 0, fmt.Errorf("blob %s: %w", d, err)
+	}
+	h := digest.Canonical.Digester()
+	_, err = dec.WriteTo(h.Hash())
+	dec.Close() // before stored takes the rest: the decoder reads no more
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: blob %s: its stored bytes are not a valid zstd stream: %v", errdefs.ErrIntegrity, d, err)
+	}
+	if got := h.Digest(); got != d {
+		return "", 0, fmt.Errorf("%w: blob %s holds content of sha256 %s", errdefs.ErrIntegrity, d, got)
+	}
+	n, err := stored.ReadFrom(f) // what the decoder left unread: sent all the same
+	if err != nil {
+		return "", 0, fmt.Errorf("read blob %s: %w", d, err)
+	}
+	if n > 0 {
+		return "", 0, fmt.Errorf("%w: blob %s: %d bytes follow its zstd stream", errdefs.ErrIntegrity, d, n)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	return stored.Sum(), fi.Size(), nil
 }
 
 // Read implements io.Reader.

@@ -156,6 +156,10 @@ func testIngestRoundTrip(t *testing.T, s Store) {
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("%d bytes: the stored zstd stream holds %d bytes, %v", n, len(got), err)
 		}
+		// CheckStored names those very bytes.
+		if d, size, err := s.CheckStored(in.Digest); err != nil || d != digest.FromBytes(stored) || size != int64(len(stored)) {
+			t.Fatalf("%d bytes: CheckStored = %s, %d, %v; want %s, %d", n, d, size, err, digest.FromBytes(stored), len(stored))
+		}
 	}
 }
 
@@ -244,6 +248,9 @@ func testCorrupt(t *testing.T, s Store) {
 	s.Corrupt(t, in.Digest)
 	if _, err := readAll(t, s, in.Digest); !errors.Is(err, errdefs.ErrIntegrity) {
 		t.Fatalf("reading a corrupted blob = %v, want ErrIntegrity", err)
+	}
+	if _, _, err := s.CheckStored(in.Digest); !errors.Is(err, errdefs.ErrIntegrity) {
+		t.Fatalf("CheckStored of a corrupted blob = %v, want ErrIntegrity", err)
 	}
 }
 

@@ -9,6 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
+
+	"github.com/imgcache/imgcache/errdefs"
 )
 
 // The modes everything imgcache creates asks for: the umask decides the
@@ -69,19 +72,33 @@ func ReadOnly(path string) error {
 // umask. Errors of the file wrap ErrNoSpace when the filesystem is full;
 // write's own errors (not its writer's) are returned as they are.
 func WriteAtomic(path, tmp string, write func(io.Writer) error) error {
-	return writeRenamed(path, tmp, true, write)
+	return writeRenamed(path, tmp, true, Classify, write)
 }
 
-// WriteRenamed is WriteAtomic without the fsyncs, for large outputs that
-// are the user's own files (export -o), as docker save -o and cp write
-// theirs: path appears only once write succeeded, and a killed process
-// leaves at most the temp file, but after a power cut path may be shorter
-// than what was written.
-func WriteRenamed(path string, write func(io.Writer) error) error {
-	return writeRenamed(path, "", false, write)
+// WriteOutput writes a file the user named (export -o, the Prometheus
+// file) as WriteAtomic does, but durable only if asked: without, it is
+// written as docker save -o and cp write theirs, with no fsync: path
+// appears only once write succeeded, and a killed process leaves at most
+// the temp file, but after a power cut path may be shorter than what was
+// written. Its errors say nothing of the cache (a full filesystem is
+// ErrNoSpace all the same).
+func WriteOutput(path string, durable bool, write func(io.Writer) error) error {
+	return writeRenamed(path, "", durable, classifyOutput, write)
 }
 
-func writeRenamed(path, tmp string, durable bool, write func(io.Writer) error) (err error) {
+// classifyOutput wraps ENOSPC and EDQUOT as errdefs.ErrNoSpace, with
+// nothing about the cache: the file is the user's.
+func classifyOutput(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", errdefs.ErrNoSpace, err)
+	}
+	return err
+}
+
+// writeRenamed writes path through a temp file (tmp, or a unique name)
+// renamed over it, fsyncing file and directory if durable; classify words
+// the file's errors.
+func writeRenamed(path, tmp string, durable bool, classify func(error) error, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	var f *os.File
 	if tmp != "" {
@@ -90,7 +107,7 @@ func writeRenamed(path, tmp string, durable bool, write func(io.Writer) error) (
 		f, err = CreateTemp(dir, "."+filepath.Base(path)+".tmp-", "")
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, Classify(err))
+		return fmt.Errorf("write %s: %w", path, classify(err))
 	}
 	defer func() {
 		if err != nil {
@@ -122,7 +139,7 @@ func writeRenamed(path, tmp string, durable bool, write func(io.Writer) error) (
 		err = SyncDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, Classify(err))
+		return fmt.Errorf("write %s: %w", path, classify(err))
 	}
 	return nil
 }

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imgcache/imgcache/errdefs"
 )
 
 // TestModesFollowTheUmask: with a group's umask (002) what imgcache creates
@@ -64,7 +67,8 @@ func TestWriteAtomic(t *testing.T) {
 		write func(path, tmp string, write func(io.Writer) error) error
 	}{
 		{"durable", WriteAtomic},
-		{"renamed", func(path, _ string, write func(io.Writer) error) error { return WriteRenamed(path, write) }},
+		{"output", func(path, _ string, write func(io.Writer) error) error { return WriteOutput(path, false, write) }},
+		{"durable output", func(path, _ string, write func(io.Writer) error) error { return WriteOutput(path, true, write) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -104,3 +108,20 @@ func TestWriteAtomic(t *testing.T) {
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, syscall.EIO }
+
+// TestOutputErrorsSayNothingOfTheCache: a full filesystem is ErrNoSpace for
+// the cache's files and the user's alike, but only the cache's point at gc.
+func TestOutputErrorsSayNothingOfTheCache(t *testing.T) {
+	for _, err := range []error{syscall.ENOSPC, syscall.EDQUOT} {
+		cache, out := Classify(err), classifyOutput(err)
+		if !errors.Is(cache, errdefs.ErrNoSpace) || !errors.Is(out, errdefs.ErrNoSpace) || !errors.Is(out, err) {
+			t.Errorf("%v: cache's %v, output's %v: want both ErrNoSpace", err, cache, out)
+		}
+		if !strings.Contains(cache.Error(), "imgcache gc") || strings.Contains(out.Error(), "gc") {
+			t.Errorf("%v: cache's %q, output's %q: only the cache's should suggest gc", err, cache, out)
+		}
+	}
+	if err := classifyOutput(fs.ErrPermission); err != fs.ErrPermission {
+		t.Errorf("permission denied on an output: %v, want it as is", err)
+	}
+}

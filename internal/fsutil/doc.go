@@ -3,8 +3,9 @@
 //
 //   - creating files and directories with modes the umask decides
 //     (FileMode, DirMode, CreateExcl, CreateTemp, MkdirAll, ReadOnly);
-//   - replacing a file atomically and durably (WriteAtomic), or atomically
-//     only, for the user's large outputs (WriteRenamed), and fsyncing a
+//   - replacing a file atomically and durably (WriteAtomic), or, for a
+//     file the user names, atomically and durably if asked (WriteOutput),
+//     and fsyncing a
 //     directory after a rename or unlink (SyncDir);
 //   - classifying a full filesystem as errdefs.ErrNoSpace (Classify);
 //   - reading free space (FreeBytes), mapping a file read-only
