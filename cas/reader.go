@@ -125,7 +125,7 @@ func (s *Store) CheckStored(d digest.Digest) (digest.Digest, int64, error) {
 	if got := h.Digest(); got != d {
 		return "", 0, fmt.Errorf("%w: blob %s holds content of sha256 %s", errdefs.ErrIntegrity, d, got)
 	}
-	n, err := stored.ReadFrom(f) // what the decoder left unread: sent all the same
+	n, err := stored.ReadFrom(f) // what the decoder left unread would be uploaded too: refused below
 	if err != nil {
 		return "", 0, fmt.Errorf("read blob %s: %w", d, err)
 	}
