@@ -14,7 +14,8 @@ import (
 
 // settle gives every contender the same start: its input files in the page
 // cache (this VM's memory manager evicts page cache between runs), and a
-// quiet disk, so that the writeback and discards left by the previous
+// quiet disk (no writes in flight, none written or discarded for a second),
+// so that the writeback and discards left by the previous
 // contender (a deleted image, a written blob) are not billed to the next one.
 func settle(inputs ...string) {
 	start := time.Now()
@@ -29,7 +30,7 @@ func settle(inputs ...string) {
 	for quiet < 2 && time.Since(start) < time.Minute {
 		time.Sleep(500 * time.Millisecond)
 		w := diskWrites()
-		if w.inFlight == 0 && w.sectors == last.sectors {
+		if w.inFlight == 0 && w.sectors == last.sectors && w.discarded == last.discarded {
 			quiet++
 		} else {
 			quiet = 0
@@ -41,7 +42,7 @@ func settle(inputs ...string) {
 	}
 }
 
-type diskStat struct{ sectors, inFlight int64 }
+type diskStat struct{ sectors, inFlight, discarded int64 }
 
 // diskWrites sums sectors written and I/Os in flight over the block devices
 // in /proc/diskstats (partitions count twice, which is harmless: only
@@ -63,6 +64,10 @@ func diskWrites() diskStat {
 		q, _ := strconv.ParseInt(fs[11], 10, 64)
 		s.sectors += w
 		s.inFlight += q
+		if len(fs) > 16 { // sectors discarded (Linux 4.18+)
+			d, _ := strconv.ParseInt(fs[16], 10, 64)
+			s.discarded += d
+		}
 	}
 	return s
 }
