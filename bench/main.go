@@ -34,17 +34,18 @@ import (
 const benchTag = "imgcache-bench/usr:latest"
 
 var (
-	work    = flag.String("work", filepath.Join(os.TempDir(), "imgcache-bench"), "work directory (the image tar is kept here between runs)")
-	paths   = flag.String("paths", "/usr/bin,/usr/share,/usr/local/go", "directories that make up the image")
-	rounds  = flag.Int("rounds", 3, "rounds; medians are reported")
-	procs   = flag.Int("procs", 8, "processes in the contention test")
-	level   = flag.Int("level", 0, "zstd level for imgcache (0: its default)")
-	jsonOut = flag.String("json", "bench/results/latest.json", "where to write the JSON results")
-	only    = flag.String("only", "", "comma-separated subset: put,save,cold,warm,contention")
-	gcN     = flag.Int("gc-entries", 0, "instead: time gc, ls and verify on a synthetic cache of this many entries")
-	levels  = flag.String("levels", "", "instead: sweep these zstd levels (e.g. 1,2,3,5), put against `zstd -N -T0` at each")
-	remoteF = flag.Bool("remote", false, "instead: the fleet tier with the layer pair through a loopback docker-registry: push vs docker push, get on an empty host vs docker load and docker pull, registry storage; writes bench/results/remote.json")
-	layers  = flag.Bool("layers", false, "instead: the layer-store pair (a base of this machine's files, two variants): stored bytes, put, partial and empty cold get, export; writes <json>.json and .svg")
+	work       = flag.String("work", filepath.Join(os.TempDir(), "imgcache-bench"), "work directory (the image tar is kept here between runs)")
+	paths      = flag.String("paths", "/usr/bin,/usr/share,/usr/local/go", "directories that make up the image")
+	rounds     = flag.Int("rounds", 3, "rounds; medians are reported")
+	procs      = flag.Int("procs", 8, "processes in the contention test")
+	level      = flag.Int("level", 0, "zstd level for imgcache (0: its default)")
+	jsonOut    = flag.String("json", "bench/results/latest.json", "where to write the JSON results")
+	only       = flag.String("only", "", "comma-separated subset: put,save,cold,warm,contention")
+	gcN        = flag.Int("gc-entries", 0, "instead: time gc, ls and verify on a synthetic cache of this many entries")
+	levels     = flag.String("levels", "", "instead: sweep these zstd levels (e.g. 1,2,3,5), put against `zstd -N -T0` at each")
+	remoteF    = flag.Bool("remote", false, "instead: the fleet tier with the layer pair through a loopback docker-registry: push vs docker push, get on an empty host vs docker load and docker pull, registry storage; writes bench/results/remote.json")
+	dropCaches = flag.Bool("drop-caches", true, "drop the page cache before each contender (needs root): every one starts with free memory")
+	layers     = flag.Bool("layers", false, "instead: the layer-store pair (a base of this machine's files, two variants): stored bytes, put, partial and empty cold get, export; writes <json>.json and .svg")
 )
 
 func main() {
@@ -64,16 +65,23 @@ type series map[string][]sample
 
 func (s series) add(k string, x sample) { s[k] = append(s[k], x) }
 
+// median is the median of the samples' seconds.
 func median(xs []sample) float64 {
 	v := make([]float64, len(xs))
 	for i, x := range xs {
 		v[i] = x.secs
 	}
 	slices.Sort(v)
-	if len(v) == 0 {
+	switch n := len(v); {
+	case n == 0:
 		return 0
+	case n%2 == 0:
+		// Of an even number (the 6 balanced rounds), the mean of the two
+		// middle ones; until 2026-12-06 this took the upper of them.
+		return (v[n/2-1] + v[n/2]) / 2
+	default:
+		return v[n/2]
 	}
-	return v[len(v)/2]
 }
 
 func maxRSS(xs []sample) int64 {
