@@ -140,6 +140,19 @@ func chunkDaemon(t *testing.T) (host string, chunks func() []int) {
 	}
 }
 
+// connectChunkDaemon connects a Bridge to a new chunkDaemon.
+func connectChunkDaemon(t *testing.T) (*Bridge, func() []int) {
+	t.Helper()
+	host, chunks := chunkDaemon(t)
+	t.Setenv("DOCKER_HOST", host)
+	b, err := Connect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, chunks
+}
+
 // smallReads returns at most 4 KiB per Read, as a pipe or a decompressor
 // may.
 type smallReads struct{ r io.Reader }
@@ -151,13 +164,7 @@ func (s smallReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p),
 // 32 KiB chunks, and the client's tracing wrapper hid WriteTo: 75,000
 // chunks, three system calls each, for a 2.4 GB image).
 func TestLoadSendsLargeChunks(t *testing.T) {
-	host, chunks := chunkDaemon(t)
-	t.Setenv("DOCKER_HOST", host)
-	b, err := Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, chunks := connectChunkDaemon(t)
 	const size = 4<<20 + 123
 	loaded, err := b.Load(t.Context(), smallReads{io.LimitReader(zeros{}, size)})
 	if err != nil {
@@ -190,13 +197,7 @@ func (zeros) Read(p []byte) (int, error) {
 // failure) aborts the request, and Load returns the body's own error, not
 // the transport's view of it.
 func TestLoadReportsTheBodysError(t *testing.T) {
-	host, _ := chunkDaemon(t)
-	t.Setenv("DOCKER_HOST", host)
-	b, err := Connect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b, _ := connectChunkDaemon(t)
 	bad := errors.New("layer sha256:1234: checksum mismatch")
 	body := io.MultiReader(smallReads{io.LimitReader(zeros{}, 3<<20)}, iotest.ErrReader(bad))
 	if _, err := b.Load(t.Context(), body); !errors.Is(err, bad) {
