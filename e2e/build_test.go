@@ -78,86 +78,55 @@ func buildContext(t *testing.T, files map[string]string, extra ...string) string
 	return dir
 }
 
-// removeBuilt removes, when the test ends, the images imgcache/<name> that
-// this test built: those whose base (label org.imgcache.base.digest) is a
-// blob of its cache dir, so that a concurrent run on the same daemon keeps
-// its own. Pass names leaves first; registered after genImage and
-// t.TempDir, it runs before the bases and the directory are removed.
-func removeBuilt(t *testing.T, dir string, names ...string) {
+// removeBuilt removes, when the test ends, the images this test made
+// in the daemon: every image the cache names then, every image genImage
+// generated for the test (bases it put, also those put again since, whose
+// old children the cache no longer names), and all their descendants,
+// children before parents (a built image's parent is its base; a failed
+// build leaves the images of the steps that succeeded). Images of other
+// tests, or of a concurrent run on the same daemon, descend from other
+// generated images and stay. Register it after the test's first genImage
+// and t.TempDir: it runs before they are removed.
+func removeBuilt(t *testing.T, dir string) {
 	t.Helper()
 	t.Cleanup(func() {
 		ctx := context.Background()
-		blobs, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*.tar.zst"))
-		mine := map[string]bool{}
-		for _, b := range blobs {
-			mine["sha256:"+strings.TrimSuffix(filepath.Base(b), ".tar.zst")] = true
-		}
-		// In a layered cache the blobs are skeletons and layers: the tars'
-		// digests are in the manifest (and, for removed names, in the
-		// skeletons' end records, which this cleanup need not read: removed
-		// bases' children are removed through the names still there).
-		var digests struct {
-			Entries map[string]struct {
-				Digest string `json:"digest"`
-			} `json:"entries"`
-		}
-		if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil && json.Unmarshal(b, &digests) == nil {
-			for _, e := range digests.Entries {
-				mine[e.Digest] = true
-			}
-		}
-		for _, n := range names {
-			imgs, err := docker.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).
-				Add("reference", "imgcache/"+n).Add("label", "org.imgcache.base.digest")})
-			if err != nil {
-				continue
-			}
-			for _, im := range imgs.Items {
-				if mine[im.Labels["org.imgcache.base.digest"]] {
-					docker.ImageRemove(ctx, im.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true})
-				}
-			}
-		}
-		// The images the cache names now: among them a base put again after
-		// this cleanup was registered (its genImage cleanup runs first, while
-		// it still has children, and cannot remove it).
 		var m struct {
 			Entries map[string]struct {
 				ImageID string `json:"image_id"`
 			} `json:"entries"`
 		}
-		ours := map[string]bool{}
+		ours := generatedBy(t)
 		if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil && json.Unmarshal(b, &m) == nil {
 			for _, e := range m.Entries {
-				ours[e.ImageID] = true
+				ours = append(ours, e.ImageID)
 			}
 		}
-		// A failed build leaves the images of the steps that succeeded (the
-		// daemon's build cache), untagged children of ours: remove them, leaves
-		// first (their untagged parents go with them).
-		if all, err := docker.ImageList(ctx, client.ImageListOptions{All: true}); err == nil {
-			kids := map[string][]string{}
-			for _, im := range all.Items {
-				kids[im.ParentID] = append(kids[im.ParentID], im.ID)
-			}
-			var leaves []string
-			var walk func(id string)
-			walk = func(id string) {
-				for _, k := range kids[id] {
-					if len(kids[k]) == 0 {
-						leaves = append(leaves, k)
-					}
+		all, err := docker.ImageList(ctx, client.ImageListOptions{All: true})
+		if err != nil {
+			t.Logf("cleanup: list images: %v", err)
+			return
+		}
+		kids := map[string][]string{}
+		for _, im := range all.Items {
+			kids[im.ParentID] = append(kids[im.ParentID], im.ID)
+		}
+		var order []string // descendants, each after its own descendants
+		seen := map[string]bool{}
+		var walk func(id string)
+		walk = func(id string) {
+			for _, k := range kids[id] {
+				if !seen[k] {
+					seen[k] = true
 					walk(k)
+					order = append(order, k)
 				}
 			}
-			for id := range ours {
-				walk(id)
-			}
-			for _, id := range leaves {
-				docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
-			}
 		}
-		for id := range ours {
+		for _, id := range ours {
+			walk(id)
+		}
+		for _, id := range append(order, ours...) {
 			docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
 		}
 	})
@@ -181,7 +150,7 @@ func TestBuild(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
 	baseDigest := putBase(t, dir, capyBase)
-	removeBuilt(t, dir, capyASan, capyGCC)
+	removeBuilt(t, dir)
 	ctxDir := buildContext(t, map[string]string{"hello.txt": "hello from gcc15\n"}, "ARG FLAVOUR", "LABEL flavour=${FLAVOUR}")
 
 	r := imgcache(t, dir, nil, "build", capyGCC, "--base", capyBase, "--build-arg", "FLAVOUR=a=b,c", ctxDir)
@@ -274,7 +243,7 @@ func TestBuildFailingDockerfile(t *testing.T) {
 	dir := t.TempDir()
 	putBase(t, dir, capyBase)
 	const name = "capy-ubuntu-25.04-broken"
-	removeBuilt(t, dir, name)
+	removeBuilt(t, dir)
 	ctxDir := buildContext(t, map[string]string{"hello.txt": "hi\n"}, "COPY missing.txt /missing.txt")
 	r := imgcache(t, dir, nil, "build", name, "--base", capyBase, ctxDir)
 	if r.code != 8 {
@@ -384,7 +353,7 @@ func TestOutdatedAfterBasePut(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
 	putBase(t, dir, capyBase)
-	removeBuilt(t, dir, capyGCC)
+	removeBuilt(t, dir)
 	must(t, dir, "build", capyGCC, "--base", capyBase, buildContext(t, map[string]string{"gcc.txt": "gcc15\n"}))
 	if got := outdated(t, dir); len(got) != 0 {
 		t.Fatalf("right after the build: outdated %v", got)
@@ -442,7 +411,7 @@ func TestRebuildThreeLevelChain(t *testing.T) {
 	dir := t.TempDir()
 	putBase(t, dir, capyBase)
 	const clang = "capy-ubuntu-25.04-clang20" // a sibling of gcc15: built alongside it
-	removeBuilt(t, dir, capyASan, capyGCC, clang)
+	removeBuilt(t, dir)
 	must(t, dir, "build", capyGCC, "--base", capyBase, buildContext(t, map[string]string{"gcc.txt": "gcc15\n"}))
 	must(t, dir, "build", capyASan, "--base", capyGCC, buildContext(t, map[string]string{"asan.txt": "asan\n"}))
 	must(t, dir, "build", clang, "--base", capyBase, buildContext(t, map[string]string{"clang.txt": "clang20\n"}))
@@ -549,7 +518,7 @@ func TestConcurrentRebuildBuildsOnce(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
 	putBase(t, dir, capyBase)
-	removeBuilt(t, dir, capyGCC)
+	removeBuilt(t, dir)
 	must(t, dir, "build", capyGCC, "--base", capyBase, buildContext(t, map[string]string{"gcc.txt": "gcc15\n"}))
 	putBase(t, dir, capyBase) // gcc15 is outdated
 
@@ -620,7 +589,7 @@ func TestGetBuildOnMiss(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
 	putBase(t, dir, capyBase)
-	removeBuilt(t, dir, capyGCC)
+	removeBuilt(t, dir)
 	ctxDir := buildContext(t, map[string]string{"gcc.txt": "gcc15\n"})
 
 	// A miss: no recipe, no flags.
@@ -663,7 +632,7 @@ func TestGetBuildConcurrentMissBuildsOnce(t *testing.T) {
 	needDocker(t)
 	dir := t.TempDir()
 	putBase(t, dir, capyBase)
-	removeBuilt(t, dir, capyGCC)
+	removeBuilt(t, dir)
 	ctxDir := buildContext(t, map[string]string{"gcc.txt": "gcc15\n"})
 	const n = 4
 	results := make([]result, n)
@@ -692,7 +661,7 @@ func TestGetBuildLostBlob(t *testing.T) {
 	needDocker(t)
 	dir := wholeTarDir(t)
 	putBase(t, dir, capyBase)
-	removeBuilt(t, dir, capyGCC)
+	removeBuilt(t, dir)
 	must(t, dir, "build", capyGCC, "--base", capyBase, buildContext(t, map[string]string{"gcc.txt": "gcc15\n"}))
 	e := inspectEntry(t, dir, capyGCC)
 	// The blob is lost and the image is not in the daemon: plain get fails…

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,8 +223,33 @@ func genImage(t *testing.T, o testimage.Options) (string, testimage.Result) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	generated.Lock()
+	if _, ok := generated.ids[t]; !ok {
+		// Registered first, so run last: every cleanup before it can still
+		// ask what the test generated.
+		t.Cleanup(func() {
+			generated.Lock()
+			delete(generated.ids, t)
+			generated.Unlock()
+		})
+	}
+	generated.ids[t] = append(generated.ids[t], res.ImageID.String())
+	generated.Unlock()
 	t.Cleanup(func() { removeImage(res.ImageID.String()) })
 	return p, res
+}
+
+// generated records the images genImage made for each running test.
+var generated = struct {
+	sync.Mutex
+	ids map[*testing.T][]string
+}{ids: map[*testing.T][]string{}}
+
+// generatedBy lists the images genImage made for t so far.
+func generatedBy(t *testing.T) []string {
+	generated.Lock()
+	defer generated.Unlock()
+	return slices.Clone(generated.ids[t])
 }
 
 func removeImage(id string) {

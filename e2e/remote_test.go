@@ -763,7 +763,7 @@ func TestRemoteStorageTamperedAndDown(t *testing.T) {
 	stop.Run()
 	const base, built = "fleetb-ubuntu-25.04-base", "fleetb-ubuntu-25.04-gcc15"
 	putBase(t, hostB, base)
-	removeBuilt(t, hostB, built)
+	removeBuilt(t, hostB)
 	ctxDir := buildContext(t, map[string]string{"gcc.txt": "gcc15\n"})
 	r = imgcache(t, hostB, nil, "--remote", R, "get", "--build", built, ctxDir)
 	if r.code != 0 || buildsStarted(r.stderr) == 0 || !strings.Contains(r.stderr, "remote cannot be used") {
