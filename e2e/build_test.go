@@ -81,31 +81,46 @@ func buildContext(t *testing.T, files map[string]string, extra ...string) string
 // removeBuilt removes, when the test ends, the images this test made
 // in the daemon: every image the cache names then, every image genImage
 // generated for the test (bases it put, also those put again since, whose
-// old children the cache no longer names), and all their descendants,
-// children before parents (a built image's parent is its base; a failed
-// build leaves the images of the steps that succeeded). Images of other
-// tests, or of a concurrent run on the same daemon, descend from other
-// generated images and stay. Register it after the test's first genImage
-// and t.TempDir: it runs before they are removed.
+// old children the cache no longer names), every image labelled as built
+// from one of those or from an entry of the cache (Podman keeps no parent
+// links: a failed build's intermediate image is found by its label), and
+// all their descendants, children before parents (Docker: a built image's
+// parent is its base; a failed build leaves the images of the steps that
+// succeeded). Images of other tests, or of a concurrent run on the same
+// daemon, come from other generated images and stay. Register it after
+// the test's first genImage and t.TempDir: it runs before they are
+// removed.
 func removeBuilt(t *testing.T, dir string) {
 	t.Helper()
 	t.Cleanup(func() {
 		ctx := context.Background()
+		var ours []string
+		bases := map[string]bool{}
+		for _, g := range generatedBy(t) {
+			ours = append(ours, g.ImageID.String())
+			bases[g.Digest.String()] = true
+		}
 		var m struct {
 			Entries map[string]struct {
+				Digest  string `json:"digest"`
 				ImageID string `json:"image_id"`
 			} `json:"entries"`
 		}
-		ours := generatedBy(t)
 		if b, err := os.ReadFile(filepath.Join(dir, "manifest.json")); err == nil && json.Unmarshal(b, &m) == nil {
 			for _, e := range m.Entries {
 				ours = append(ours, e.ImageID)
+				bases[e.Digest] = true
 			}
 		}
 		all, err := docker.ImageList(ctx, client.ImageListOptions{All: true})
 		if err != nil {
 			t.Logf("cleanup: list images: %v", err)
 			return
+		}
+		for _, im := range all.Items {
+			if bases[im.Labels["org.imgcache.base.digest"]] {
+				ours = append(ours, im.ID)
+			}
 		}
 		kids := map[string][]string{}
 		for _, im := range all.Items {
@@ -126,8 +141,12 @@ func removeBuilt(t *testing.T, dir string) {
 		for _, id := range ours {
 			walk(id)
 		}
-		for _, id := range append(order, ours...) {
-			docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+		// Twice: an image listed before its child (Podman: no parent
+		// links to order them by) goes on the second pass.
+		for range 2 {
+			for _, id := range append(order, ours...) {
+				docker.ImageRemove(ctx, id, client.ImageRemoveOptions{Force: true, PruneChildren: true})
+			}
 		}
 	})
 }

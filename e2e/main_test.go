@@ -233,7 +233,7 @@ func genImage(t *testing.T, o testimage.Options) (string, testimage.Result) {
 			generated.Unlock()
 		})
 	}
-	generated.ids[t] = append(generated.ids[t], res.ImageID.String())
+	generated.ids[t] = append(generated.ids[t], res)
 	generated.Unlock()
 	t.Cleanup(func() { removeImage(res.ImageID.String()) })
 	return p, res
@@ -242,11 +242,11 @@ func genImage(t *testing.T, o testimage.Options) (string, testimage.Result) {
 // generated records the images genImage made for each running test.
 var generated = struct {
 	sync.Mutex
-	ids map[*testing.T][]string
-}{ids: map[*testing.T][]string{}}
+	ids map[*testing.T][]testimage.Result
+}{ids: map[*testing.T][]testimage.Result{}}
 
 // generatedBy lists the images genImage made for t so far.
-func generatedBy(t *testing.T) []string {
+func generatedBy(t *testing.T) []testimage.Result {
 	generated.Lock()
 	defer generated.Unlock()
 	return slices.Clone(generated.ids[t])
