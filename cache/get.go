@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/imgcache/imgcache/archive"
 	"github.com/imgcache/imgcache/cas"
 	"github.com/imgcache/imgcache/dockerbridge"
 	"github.com/imgcache/imgcache/errdefs"
@@ -123,7 +124,28 @@ func (c *Cache) loadable(ctx context.Context, b Engine, n naming.Name, e manifes
 			return err
 		}
 	}
-	return zstdRefused(ctx, b, n, e)
+	if err := zstdRefused(ctx, b, n, e); err != nil {
+		return err
+	}
+	return ociRefused(ctx, b, n, e)
+}
+
+// ociRefused refuses, before anything is sent, an OCI archive without
+// manifest.json for Docker's classic store (which loads nothing without
+// one) when imgcache cannot make one: its layers were not identified.
+func ociRefused(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) error {
+	if e.Format != string(archive.FormatOCI) || len(e.Layers) > 0 {
+		return nil
+	}
+	l, err := b.Layers(ctx)
+	if err != nil || !l.Partial {
+		return err
+	}
+	why := "it is stored whole"
+	if e.Whole != "" {
+		why += ": " + e.Whole
+	}
+	return fmt.Errorf("get %s: %w: it is an OCI archive without manifest.json (as skopeo, Podman and buildah write them) and %s %s loads only archives with one; imgcache makes one from the layers it identified at put, but %s; nothing was sent (convert it: skopeo copy oci-archive:FILE docker-archive:OUT, and put that; or use Podman or Docker's containerd image store)", n, errdefs.ErrRejected, l.Store, l.Version, why)
 }
 
 // pulledLoad is a load made while its entry was pulled.

@@ -4,10 +4,12 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
@@ -48,7 +50,9 @@ func (c *Cache) lockPieces(ctx context.Context, e manifest.Entry) (func(), error
 
 // loadSplit loads a split entry: only the layers the engine lacks when it
 // is Docker's classic store and holds some of them, else the whole tar,
-// reassembled. It returns the bytes sent. The caller holds the skeleton's
+// reassembled (for the classic store, an OCI archive without manifest.json
+// goes with one made from the entry, since that store loads nothing
+// without it). It returns the bytes sent. The caller holds the skeleton's
 // exclusive lock.
 func (c *Cache) loadSplit(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) (int64, error) {
 	unlock, err := c.lockPieces(ctx, e)
@@ -81,30 +85,50 @@ func (c *Cache) loadSplitLocked(ctx context.Context, b Engine, n naming.Name, e 
 	if err != nil {
 		return 0, &blobError{e.Skeleton.Digest, err}
 	}
-	skip, err := c.partialPlan(ctx, b, e)
+	plan, err := c.loadPlan(ctx, b, e)
 	if err != nil {
 		return 0, err
 	}
-	if len(skip) > 0 {
-		sent, err := c.loadPartial(ctx, b, n, e, skel, skip, fetch)
-		if err == nil || !missingLayer(err, skip) {
-			return sent, err
-		}
-		c.opt.Log.Warn("the daemon lost a layer it held; loading the whole image", "name", n.String(), "err", err)
+	if len(plan.skip) == 0 && plan.manifest == nil {
+		return c.loadJoined(ctx, b, n, e, skel, fetch)
+	}
+	sent, err := c.loadPartial(ctx, b, n, e, skel, plan, fetch)
+	if err == nil || !missingLayer(err, plan.skip) {
+		return sent, err
+	}
+	c.opt.Log.Warn("the daemon lost a layer it held; loading the whole image", "name", n.String(), "err", err)
+	if plan.manifest != nil {
+		return c.loadPartial(ctx, b, n, e, skel, loadPlan{manifest: plan.manifest}, fetch)
 	}
 	return c.loadJoined(ctx, b, n, e, skel, fetch)
 }
 
-// partialPlan is the set of layer files a load of e can leave out: those
-// of the layers the engine holds (by chain ID), when it is Docker's
-// classic store; nil when the whole tar must go.
-func (c *Cache) partialPlan(ctx context.Context, b Engine, e manifest.Entry) (map[string]bool, error) {
+// loadPlan is what a load of a split entry sends besides the original tar.
+type loadPlan struct {
+	// skip are the layer files left out: those of the layers the engine
+	// holds (by chain ID), when it is Docker's classic store.
+	skip map[string]bool
+	// manifest, when not nil, is a manifest.json to add at the end: the
+	// classic store loads an archive only through one, and an OCI archive
+	// written by skopeo, Podman or buildah has none.
+	manifest []byte
+}
+
+// loadPlan finds what a load of e into the engine can leave out, and
+// whether it needs a manifest.json; the zero plan sends the whole tar.
+func (c *Cache) loadPlan(ctx context.Context, b Engine, e manifest.Entry) (loadPlan, error) {
 	if len(e.Layers) == 0 {
-		return nil, nil
+		return loadPlan{}, nil
 	}
 	ls, err := b.Layers(ctx)
 	if err != nil || !ls.Partial {
-		return nil, err
+		return loadPlan{}, err
+	}
+	var plan loadPlan
+	if e.Format == string(archive.FormatOCI) {
+		if plan.manifest, err = dockerManifest(e); err != nil {
+			return loadPlan{}, err
+		}
 	}
 	diffIDs := make([]digest.Digest, len(e.Layers))
 	for i, l := range e.Layers {
@@ -121,7 +145,29 @@ func (c *Cache) partialPlan(ctx context.Context, b Engine, e manifest.Entry) (ma
 	for p := range need {
 		delete(skip, p) // a file one missing layer needs goes, whoever else has it
 	}
-	return skip, nil
+	plan.skip = skip
+	return plan, nil
+}
+
+// dockerManifest is the manifest.json of the docker-archive format for a
+// split entry of an OCI archive: its config and layer files, as the
+// archive holds them (blobs/sha256/<hex>; the classic store decompresses
+// gzip layers itself and checks each against the config's diff_ids). No
+// RepoTags: get tags the image itself.
+func dockerManifest(e manifest.Entry) ([]byte, error) {
+	id, err := digest.Parse(e.ImageID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: image ID %q: %w", e.Name, e.ImageID, err)
+	}
+	item := struct {
+		Config   string
+		RepoTags []string
+		Layers   []string
+	}{Config: "blobs/" + id.Algorithm().String() + "/" + id.Encoded()}
+	for _, l := range e.Layers {
+		item.Layers = append(item.Layers, l.Path)
+	}
+	return json.Marshal([]any{item})
 }
 
 // missingLayer reports whether err is the classic store's refusal of an
@@ -139,12 +185,13 @@ func missingLayer(err error, skip map[string]bool) bool {
 	return false
 }
 
-// loadPartial streams a tar of e's entries without the files in skip,
-// manifest.json and index.json last, every byte verified before them.
-func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, skip map[string]bool, fetch skeleton.Open) (int64, error) {
+// loadPartial streams a tar of e's entries without the files in the
+// plan's skip, manifest.json and index.json last (or the plan's
+// manifest.json), every byte verified before them.
+func (c *Cache) loadPartial(ctx context.Context, b Engine, n naming.Name, e manifest.Entry, skel []byte, plan loadPlan, fetch skeleton.Open) (int64, error) {
 	op := &pieceOpener{c: c, fetch: fetch}
 	sent, err, werr := c.pipeLoad(ctx, b, n, e.Size, func(w io.Writer) error {
-		return writePartial(w, e, skel, skip, op.open)
+		return writePartial(w, e, skel, plan, op.open)
 	}, nil)
 	if werr != nil {
 		return sent, &blobError{op.last, werr}
@@ -196,12 +243,14 @@ func loadPipe() (*bufpipe.Reader, *bufpipe.Writer) { return bufpipe.New(1<<20, 1
 var errLoadEnded = errors.New("load ended")
 
 // writePartial writes the partial archive: each entry of the original but
-// those in skip (seeked over: their blobs are never opened), as
+// those in the plan's skip (seeked over: their blobs are never opened), as
 // archive/tar rewrites it, and the top-level manifest.json and index.json
-// held back to the end. Each payload is checked as it is read (View); the
+// held back to the end, followed by the plan's manifest.json when the
+// archive has none. Each payload is checked as it is read (View); the
 // literals came with the verified skeleton; the config is checked against
 // the image ID as well.
-func writePartial(w io.Writer, e manifest.Entry, skel []byte, skip map[string]bool, open skeleton.Open) error {
+func writePartial(w io.Writer, e manifest.Entry, skel []byte, plan loadPlan, open skeleton.Open) error {
+	skip := plan.skip
 	v, err := skeleton.NewView(skel, open, skeleton.TrustOpen())
 	if err != nil {
 		return err
@@ -215,6 +264,7 @@ func writePartial(w io.Writer, e manifest.Entry, skel []byte, skip map[string]bo
 		data []byte
 	}
 	var last []heldEntry
+	var sawConfig, sawManifest bool
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -230,6 +280,8 @@ func writePartial(w io.Writer, e manifest.Entry, skel []byte, skip map[string]bo
 		if skip[name] {
 			continue
 		}
+		sawConfig = sawConfig || isConfig(name, id)
+		sawManifest = sawManifest || name == "manifest.json"
 		if name == "manifest.json" || name == "index.json" || isConfig(name, id) {
 			data, err := io.ReadAll(io.LimitReader(tr, 64<<20))
 			if err != nil {
@@ -256,6 +308,13 @@ func writePartial(w io.Writer, e manifest.Entry, skel []byte, skip map[string]bo
 		if _, err := io.Copy(tw, tr); err != nil {
 			return err
 		}
+	}
+	if plan.manifest != nil && !sawManifest {
+		if !sawConfig {
+			return fmt.Errorf("%w: the archive holds no config blobs/sha256/%s for the manifest.json Docker's classic store needs", errdefs.ErrRejected, id.Encoded())
+		}
+		last = append(last, heldEntry{&tar.Header{Name: "manifest.json", Mode: 0o644, Size: int64(len(plan.manifest)),
+			Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}, plan.manifest})
 	}
 	for _, h := range last {
 		if err := tw.WriteHeader(h.hdr); err != nil {

@@ -1,12 +1,15 @@
 package cache_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +136,84 @@ func TestSplitPartialLoad(t *testing.T) {
 	}
 	if loads[0].Size != p.resA.Size {
 		t.Errorf("the first get sent %d bytes, want the whole tar (%d): the engine held nothing", loads[0].Size, p.resA.Size)
+	}
+}
+
+// TestSplitOCIArchiveWithoutManifestJSON: an OCI archive as skopeo,
+// Podman and buildah write it (gzip layers, no manifest.json) loads into
+// Docker's classic store, which needs a manifest.json: imgcache adds one
+// made from the entry, last; with the base held, only the other image's
+// own layer goes; export still gives back the original bytes.
+func TestSplitOCIArchiveWithoutManifestJSON(t *testing.T) {
+	o := testimage.Options{Layers: 2, SharedLayers: 1, BaseSeed: 77, FileSize: 70 << 10, Format: archive.FormatOCI, OCIOnly: true, Compression: "gzip"}
+	o.Tag, o.Seed = "t/a:1", 1
+	a, resA := imageOpts(t, o)
+	o.Tag, o.Seed = "t/b:1", 2
+	b, resB := imageOpts(t, o)
+	if bytes.Contains(a, []byte("manifest.json")) {
+		t.Fatal("testimage: OCIOnly wrote a manifest.json")
+	}
+	c, eng, _ := layeredCache(t, true)
+	ea := put(t, c, "capy-ubuntu-25.04-a", a).Entry
+	eb := put(t, c, "capy-ubuntu-25.04-b", b).Entry
+	if ea.Format != string(archive.FormatOCI) || len(ea.Layers) != 2 || len(eb.Layers) != 2 {
+		t.Fatalf("entries: %+v, %+v", ea, eb)
+	}
+	ga := get(t, c, "capy-ubuntu-25.04-a")
+	gb := get(t, c, "capy-ubuntu-25.04-b")
+	loads := eng.allLoads()
+	if len(loads) != 2 || loads[0].ImageID != resA.ImageID.String() || loads[1].ImageID != resB.ImageID.String() {
+		t.Fatalf("loads: %+v", loads)
+	}
+	if !ga.Loaded || ga.Sent < ea.Size-4096 {
+		t.Errorf("first get sent %d bytes of a %d-byte tar: want every layer (the engine held none)", ga.Sent, ea.Size)
+	}
+	if own := eb.Layers[1].Size; !gb.Loaded || gb.Sent < own || gb.Sent >= eb.Size-eb.Layers[0].Size+4096 {
+		t.Errorf("second get sent %d bytes; the tar is %d, its own layer %d, the base %d", gb.Sent, eb.Size, own, eb.Layers[0].Size)
+	}
+	last := lastEntry(t, eng.images[resB.ImageID.String()].tar)
+	if last != "manifest.json" {
+		t.Errorf("the loaded archive ends with %q, want the manifest.json made for it", last)
+	}
+	if hashExport(t, c, "capy-ubuntu-25.04-a") != resA.Digest {
+		t.Error("export does not give back the original archive")
+	}
+}
+
+// TestOCIArchiveStoredWholeRefusedByClassic: an OCI archive without
+// manifest.json whose layers are not known (stored whole: here by a
+// whole-tar cache) is refused for Docker's classic store before anything
+// is sent, saying why and what to do.
+func TestOCIArchiveStoredWholeRefusedByClassic(t *testing.T) {
+	dir := t.TempDir()
+	wholeTar(t, dir)
+	c, eng, _ := engineAny(t, dir)
+	eng.classic = true
+	a, _ := imageOpts(t, testimage.Options{Tag: "t/a:1", Seed: 1, Format: archive.FormatOCI, OCIOnly: true})
+	put(t, c, "capy-ubuntu-25.04-a", a)
+	_, err := c.Get(context.Background(), mustName(t, "capy-ubuntu-25.04-a"))
+	if !errors.Is(err, errdefs.ErrRejected) || !strings.Contains(err.Error(), "without manifest.json") || !strings.Contains(err.Error(), "skopeo copy") {
+		t.Fatalf("Get = %v, want a refusal naming the missing manifest.json and the conversion", err)
+	}
+	if loads := eng.allLoads(); len(loads) != 0 {
+		t.Errorf("the engine was sent %d archives", len(loads))
+	}
+}
+
+// lastEntry is the name of a tar's last entry.
+func lastEntry(t *testing.T, data []byte) string {
+	t.Helper()
+	tr := tar.NewReader(bytes.NewReader(data))
+	var name string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return name
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name = h.Name
 	}
 }
 

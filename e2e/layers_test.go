@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -242,6 +243,65 @@ func TestLayersSharedBase(t *testing.T) {
 	if d := hashFile(t, exportTo(t, dir, "capy-busybox-1-a")); d != hashFile(t, tarA) {
 		t.Error("export of a differs from its tar")
 	}
+}
+
+// TestSkopeoOCIArchive (on Podman too): OCI archives as skopeo writes
+// them (gzip layers, index.json, no manifest.json) of two images on one
+// base are stored with the base once; into an empty daemon the first
+// loads (Docker's classic store, which reads nothing without a
+// manifest.json, is sent one made from the entry); the second's cold get
+// then sends its own layer only (Docker) and the image runs, reading a
+// file of the base and one of its own; export gives back skopeo's bytes.
+func TestSkopeoOCIArchive(t *testing.T) {
+	needDocker(t)
+	if _, err := exec.LookPath("skopeo"); err != nil {
+		t.Fatalf("this test needs skopeo (scripts/test.sh installs it): %v", err)
+	}
+	dir := t.TempDir()
+	base := runnableBase(t, 4<<20)
+	tarA, idA := buildVariant(t, base, "a.dat", 1<<20)
+	tarB, idB := buildVariant(t, base, "b.dat", 2<<20)
+	ociA, ociB := skopeoOCI(t, tarA), skopeoOCI(t, tarB)
+	must(t, dir, "put", "capy-skopeo-1-a", ociA)
+	must(t, dir, "put", "capy-skopeo-1-b", ociB)
+	removeImage(idA)
+	removeImage(idB)
+	removeImage(base)
+
+	ga := getJ(t, dir, "capy-skopeo-1-a")
+	if !ga.Loaded || ga.Sent < ga.Entry.Size-64<<10 {
+		t.Errorf("get into a daemon without the base: loaded %v, sent %d of %d", ga.Loaded, ga.Sent, ga.Entry.Size)
+	}
+	gb := getJ(t, dir, "capy-skopeo-1-b")
+	if len(gb.Entry.Layers) != 2 {
+		t.Fatalf("b's entry records %d layers, want 2 (the base, its own)", len(gb.Entry.Layers))
+	}
+	own := gb.Entry.Layers[1].Size
+	switch {
+	case onPodman():
+		if !gb.Loaded || gb.Sent != gb.Entry.Size {
+			t.Errorf("Podman was sent %d bytes of a %d-byte tar: it must get the whole tar", gb.Sent, gb.Entry.Size)
+		}
+	case !gb.Loaded || gb.Sent < own || gb.Sent > own+64<<10:
+		t.Errorf("second cold get sent %d bytes; its own layer is %d, the tar %d: want its layer, config and manifest only", gb.Sent, own, gb.Entry.Size)
+	}
+	out, err := execIn(gb.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")
+	if err != nil || strings.TrimSpace(out) != "2" {
+		t.Fatalf("docker run of the loaded image: %q %v", out, err)
+	}
+	if d := hashFile(t, exportTo(t, dir, "capy-skopeo-1-a")); d != hashFile(t, ociA) {
+		t.Error("export of a differs from skopeo's archive")
+	}
+}
+
+// skopeoOCI converts a docker-archive to an oci-archive with skopeo.
+func skopeoOCI(t *testing.T, dockerArchive string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "oci.tar")
+	if r := runCmd(t, exec.Command("skopeo", "copy", "-q", "docker-archive:"+dockerArchive, "oci-archive:"+out)); r.code != 0 {
+		t.Fatalf("skopeo copy: %s", r)
+	}
+	return out
 }
 
 // execIn runs a command in a fresh container of ref (removed after) and

@@ -50,6 +50,10 @@ type Options struct {
 	// Format is archive.FormatDocker (default) or archive.FormatOCI: an OCI
 	// layout (index.json, oci-layout, blobs/sha256/…) plus manifest.json.
 	Format archive.Format
+	// OCIOnly leaves out manifest.json and the repositories file of an OCI
+	// layout: index.json, oci-layout and blobs only, as skopeo, Podman and
+	// buildah write oci-archives. FormatOCI only.
+	OCIOnly bool
 	// MetadataFirst writes manifest.json / index.json (and the other
 	// top-level metadata) before the layers instead of last.
 	MetadataFirst bool
@@ -177,6 +181,9 @@ func (o Options) spec() (*spec, error) {
 		}
 	default:
 		return nil, fmt.Errorf("testimage: unknown compression %q", s.Compression)
+	}
+	if s.OCIOnly && s.Format != archive.FormatOCI {
+		return nil, errors.New("testimage: OCIOnly needs FormatOCI")
 	}
 	if s.Tag != "" {
 		named, err := reference.ParseNormalizedNamed(s.Tag)
@@ -680,7 +687,10 @@ func (a *archiveWriter) writeOCI() error {
 		{"manifest.json", dj},
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 	}
-	if a.s.repoTag != "" {
+	if a.s.OCIOnly {
+		meta = slices.Delete(meta, 1, 2)
+	}
+	if a.s.repoTag != "" && !a.s.OCIOnly {
 		rj, err := a.repositories()
 		if err != nil {
 			return err
