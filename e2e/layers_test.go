@@ -269,10 +269,16 @@ func TestSkopeoOCIArchive(t *testing.T) {
 	removeImage(base)
 
 	ga := getJ(t, dir, "capy-skopeo-1-a")
+	// skopeo rewrote the configs: these are other images than the ones
+	// built, with other IDs.
+	idOCIA := imageID(t, ga.Ref)
+	t.Cleanup(func() { removeImage(idOCIA) })
 	if !ga.Loaded || ga.Sent < ga.Entry.Size-64<<10 {
 		t.Errorf("get into a daemon without the base: loaded %v, sent %d of %d", ga.Loaded, ga.Sent, ga.Entry.Size)
 	}
 	gb := getJ(t, dir, "capy-skopeo-1-b")
+	idOCIB := imageID(t, gb.Ref)
+	t.Cleanup(func() { removeImage(idOCIB) })
 	if len(gb.Entry.Layers) != 2 {
 		t.Fatalf("b's entry records %d layers, want 2 (the base, its own)", len(gb.Entry.Layers))
 	}
