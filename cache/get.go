@@ -141,11 +141,14 @@ func ociRefused(ctx context.Context, b Engine, n naming.Name, e manifest.Entry) 
 	if err != nil || !l.Partial {
 		return err
 	}
-	why := "it is stored whole"
-	if e.Whole != "" {
-		why += ": " + e.Whole
+	why := "put identified none (imgcache inspect " + n.String() + " says why)"
+	switch {
+	case !e.Split() && e.Whole != "":
+		why = "it is stored whole: " + e.Whole
+	case !e.Split():
+		why = "it is stored as one whole tar (imgcache migrate splits the tars of a cache written before the layer store)"
 	}
-	return fmt.Errorf("get %s: %w: it is an OCI archive without manifest.json (as skopeo, Podman and buildah write them) and %s %s loads only archives with one; imgcache makes one from the layers it identified at put, but %s; nothing was sent (convert it: skopeo copy oci-archive:FILE docker-archive:OUT, and put that; or use Podman or Docker's containerd image store)", n, errdefs.ErrRejected, l.Store, l.Version, why)
+	return fmt.Errorf("get %s: %w: it is an OCI archive without manifest.json (as skopeo, Podman and buildah write them) and %s %s loads only archives with one; imgcache makes one from the image's layers as put identified them, but %s; nothing was sent (convert it: skopeo copy oci-archive:FILE docker-archive:OUT, and put that; or use Podman or Docker's containerd image store)", n, errdefs.ErrRejected, l.Store, l.Version, why)
 }
 
 // pulledLoad is a load made while its entry was pulled.
