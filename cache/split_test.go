@@ -180,6 +180,27 @@ func TestSplitOCIArchiveWithoutManifestJSON(t *testing.T) {
 	}
 }
 
+// TestSplitOCIPartialRetriedWhole: the engine lost a layer between the
+// plan and the load of an OCI archive without manifest.json: the partial
+// archive is refused, and the retry sends every layer, again with the
+// manifest.json made for it (the original tar has none).
+func TestSplitOCIPartialRetriedWhole(t *testing.T) {
+	b, resB := imageOpts(t, testimage.Options{Tag: "t/b:1", Seed: 2, Layers: 2, FileSize: 70 << 10, Format: archive.FormatOCI, OCIOnly: true, Compression: "gzip"})
+	c, eng, _ := layeredCache(t, true)
+	eb := put(t, c, "capy-ubuntu-25.04-b", b).Entry
+	eng.mu.Lock()
+	eng.phantom[resB.DiffIDs[0]] = true // reported held, not there
+	eng.mu.Unlock()
+	res := get(t, c, "capy-ubuntu-25.04-b")
+	loads := eng.allLoads()
+	if len(loads) != 2 || loads[0].Err == nil || loads[1].Err != nil || loads[1].ImageID != resB.ImageID.String() {
+		t.Fatalf("want a refused partial load, then every layer: %+v", loads)
+	}
+	if res.Sent < eb.Size-4096 {
+		t.Errorf("the retry sent %d bytes of a %d-byte tar", res.Sent, eb.Size)
+	}
+}
+
 // TestOCIArchiveStoredWholeRefusedByClassic: an OCI archive without
 // manifest.json whose layers are not known (stored whole: here by a
 // whole-tar cache) is refused for Docker's classic store before anything
