@@ -103,7 +103,8 @@ func (c *Cache) loadSplitLocked(ctx context.Context, b Engine, n naming.Name, e 
 	return c.loadJoined(ctx, b, n, e, skel, fetch)
 }
 
-// loadPlan is what a load of a split entry sends besides the original tar.
+// loadPlan is how a load of a split entry differs from the original tar;
+// the zero plan sends that tar.
 type loadPlan struct {
 	// skip are the layer files left out: those of the layers the engine
 	// holds (by chain ID), when it is Docker's classic store.
@@ -115,7 +116,7 @@ type loadPlan struct {
 }
 
 // loadPlan finds what a load of e into the engine can leave out, and
-// whether it needs a manifest.json; the zero plan sends the whole tar.
+// whether it needs a manifest.json.
 func (c *Cache) loadPlan(ctx context.Context, b Engine, e manifest.Entry) (loadPlan, error) {
 	if len(e.Layers) == 0 {
 		return loadPlan{}, nil
