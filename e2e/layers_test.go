@@ -208,21 +208,7 @@ func TestLayersSharedBase(t *testing.T) {
 		t.Errorf("get into a daemon without the base: loaded %v, sent %d of %d; want the whole tar", ga.Loaded, ga.Sent, ga.Entry.Size)
 	}
 	gb := getJ(t, dir, "capy-busybox-1-b")
-	own := gb.Entry.Layers[len(gb.Entry.Layers)-1].Size
-	switch {
-	case onPodman():
-		// Podman's archive reader needs every layer file: it never gets a
-		// partial tar, whatever it holds.
-		if !gb.Loaded || gb.Sent != gb.Entry.Size {
-			t.Errorf("Podman was sent %d bytes of a %d-byte tar: it must get the whole tar", gb.Sent, gb.Entry.Size)
-		}
-	case !gb.Loaded || gb.Sent < own || gb.Sent > own+64<<10:
-		t.Errorf("second cold get sent %d bytes; its own layer is %d, the tar %d: want its layer, config and manifest only", gb.Sent, own, gb.Entry.Size)
-	}
-	out, err := execIn(gb.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")
-	if err != nil || strings.TrimSpace(out) != "2" {
-		t.Fatalf("docker run of the partially loaded image: %q %v", out, err)
-	}
+	checkSecondGet(t, gb)
 
 	// A flipped byte in b's own layer: nothing loaded, exit 4, quarantined.
 	removeImage(idB)
@@ -282,21 +268,31 @@ func TestSkopeoOCIArchive(t *testing.T) {
 	if len(gb.Entry.Layers) != 2 {
 		t.Fatalf("b's entry records %d layers, want 2 (the base, its own)", len(gb.Entry.Layers))
 	}
-	own := gb.Entry.Layers[1].Size
-	switch {
-	case onPodman():
-		if !gb.Loaded || gb.Sent != gb.Entry.Size {
-			t.Errorf("Podman was sent %d bytes of a %d-byte tar: it must get the whole tar", gb.Sent, gb.Entry.Size)
-		}
-	case !gb.Loaded || gb.Sent < own || gb.Sent > own+64<<10:
-		t.Errorf("second cold get sent %d bytes; its own layer is %d, the tar %d: want its layer, config and manifest only", gb.Sent, own, gb.Entry.Size)
-	}
-	out, err := execIn(gb.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")
-	if err != nil || strings.TrimSpace(out) != "2" {
-		t.Fatalf("docker run of the loaded image: %q %v", out, err)
-	}
+	checkSecondGet(t, gb)
 	if d := hashFile(t, exportTo(t, dir, "capy-skopeo-1-a")); d != hashFile(t, ociA) {
 		t.Error("export of a differs from skopeo's archive")
+	}
+}
+
+// checkSecondGet checks the cold get of an image whose base the engine
+// holds: Docker's classic store was sent its own layer, config and
+// manifest only, Podman the whole tar (its archive reader needs every
+// layer file, whatever it holds); and the image runs, reading /base.dat of
+// the base and its own /b.dat.
+func checkSecondGet(t *testing.T, g getJSON) {
+	t.Helper()
+	own := g.Entry.Layers[len(g.Entry.Layers)-1].Size
+	switch {
+	case onPodman():
+		if !g.Loaded || g.Sent != g.Entry.Size {
+			t.Errorf("Podman was sent %d bytes of a %d-byte tar: it must get the whole tar", g.Sent, g.Entry.Size)
+		}
+	case !g.Loaded || g.Sent < own || g.Sent > own+64<<10:
+		t.Errorf("second cold get sent %d bytes; its own layer is %d, the tar %d: want its layer, config and manifest only", g.Sent, own, g.Entry.Size)
+	}
+	out, err := execIn(g.Ref, "sh", "-c", "sha256sum /base.dat /b.dat | wc -l")
+	if err != nil || strings.TrimSpace(out) != "2" {
+		t.Fatalf("docker run of the loaded image: %q %v", out, err)
 	}
 }
 
