@@ -367,21 +367,16 @@ func (r *Registry) PushBlob(ctx context.Context, desc ocispec.Descriptor, open f
 		}
 		sent = true
 	}
-	if err := r.pushManifest(ctx, ArtifactBlob, emptyConfig(), []ocispec.Descriptor{desc}, nil, BlobTag(u)); err != nil {
+	if err := r.pushManifest(ctx, ArtifactBlob, ocispec.DescriptorEmptyJSON, nil, []ocispec.Descriptor{desc}, nil, BlobTag(u)); err != nil {
 		return sent, r.fail(err, what)
 	}
 	return sent, nil
 }
 
-// emptyConfig is the OCI empty descriptor, pushed once.
-func emptyConfig() ocispec.Descriptor { return ocispec.DescriptorEmptyJSON }
-
-// pushManifest pushes (config if needed and) a manifest, tagged tag.
-func (r *Registry) pushManifest(ctx context.Context, artifact string, config ocispec.Descriptor, layers []ocispec.Descriptor, ann map[string]string, tag string) error {
-	return r.pushManifestWith(ctx, artifact, config, nil, layers, ann, tag)
-}
-
-func (r *Registry) pushManifestWith(ctx context.Context, artifact string, config ocispec.Descriptor, configData []byte, layers []ocispec.Descriptor, ann map[string]string, tag string) error {
+// pushManifest pushes the config (configData; the OCI empty descriptor's
+// own for that one) unless the registry has it, then a manifest of
+// artifact type artifact with the layers and annotations, tagged tag.
+func (r *Registry) pushManifest(ctx context.Context, artifact string, config ocispec.Descriptor, configData []byte, layers []ocispec.Descriptor, ann map[string]string, tag string) error {
 	if config.Digest == ocispec.DescriptorEmptyJSON.Digest {
 		configData = ocispec.DescriptorEmptyJSON.Data
 		config.Data = nil
@@ -607,7 +602,7 @@ func (r *Registry) PushEntry(ctx context.Context, e manifest.Entry, blobs []ocis
 	if err != nil {
 		return err
 	}
-	return r.fail(r.pushManifestWith(ctx, ArtifactEntry, config, rec, blobs, ann, EntryTag(e.Digest)), "push "+e.Digest.String())
+	return r.fail(r.pushManifest(ctx, ArtifactEntry, config, rec, blobs, ann, EntryTag(e.Digest)), "push "+e.Digest.String())
 }
 
 // TagName pushes the name's own manifest of e (annotated with the name),
@@ -619,7 +614,7 @@ func (r *Registry) TagName(ctx context.Context, name string, e manifest.Entry, b
 		return ocispec.Descriptor{}, err
 	}
 	ann[AnnName] = name
-	if err := r.pushManifestWith(ctx, ArtifactEntry, config, rec, blobs, ann, name); err != nil {
+	if err := r.pushManifest(ctx, ArtifactEntry, config, rec, blobs, ann, name); err != nil {
 		return ocispec.Descriptor{}, r.fail(err, what)
 	}
 	desc, err := r.repo.Manifests().Resolve(ctx, name)
