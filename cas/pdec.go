@@ -138,7 +138,10 @@ func (d *blobDecoder) nextFrame() ([]byte, error) {
 		return nil, err
 	}
 	var h zstd.Header
-	if h.Decode(head) != nil || h.Skippable || h.DictionaryID != 0 || (h.HasFCS && h.FrameContentSize > maxParallelFrame) {
+	// The frame decoder's window is capped at its memory limit
+	// (maxParallelFrame): a frame declaring a bigger one, however little
+	// it holds (another encoder's long mode), is the streaming decoder's.
+	if h.Decode(head) != nil || h.Skippable || h.DictionaryID != 0 || (h.HasFCS && h.FrameContentSize > maxParallelFrame) || h.WindowSize > maxParallelFrame {
 		return nil, errHandOver
 	}
 	frame := frameIns.Get().([]byte)[:h.HeaderSize]
